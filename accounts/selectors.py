@@ -1,0 +1,125 @@
+"""Reads of the accounts app (its public read interface for other apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+
+from superapp.core.errors import NotFound
+
+from .identifiers import classify_login
+from .models import Block, ContactTag, FriendRequest, Friendship, LoginSession, User
+
+
+def user_get(*, user_id: int) -> User:
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise NotFound()
+    return user
+
+
+def blocked_either_way_ids(*, user_id: int) -> set[int]:
+    """Users that ``user_id`` blocked or that blocked ``user_id``."""
+    rows = Block.objects.filter(Q(blocker_id=user_id) | Q(blocked_id=user_id)).values_list("blocker_id", "blocked_id")
+    return {b if a == user_id else a for a, b in rows}
+
+
+def is_blocked_between(*, user_a: int, user_b: int) -> bool:
+    return Block.objects.filter(
+        Q(blocker_id=user_a, blocked_id=user_b) | Q(blocker_id=user_b, blocked_id=user_a)
+    ).exists()
+
+
+def has_blocked(*, blocker_id: int, blocked_id: int) -> bool:
+    return Block.objects.filter(blocker_id=blocker_id, blocked_id=blocked_id).exists()
+
+
+def _unblocked(qs: QuerySet[Friendship], user_id: int) -> QuerySet[Friendship]:
+    block = Block.objects.filter(
+        Q(blocker_id=user_id, blocked_id=OuterRef("friend_id")) | Q(blocker_id=OuterRef("friend_id"), blocked_id=user_id)
+    )
+    return qs.filter(~Exists(block))
+
+
+def friend_ids(*, user_id: int) -> set[int]:
+    """Ids of ``user_id``'s friends, leaving out any pair with a block either way."""
+    return set(_unblocked(Friendship.objects.filter(user_id=user_id), user_id).values_list("friend_id", flat=True))
+
+
+def are_friends(*, user_a: int, user_b: int) -> bool:
+    """Friends, and no block either way."""
+    if user_a == user_b:
+        return False
+    return _unblocked(Friendship.objects.filter(user_id=user_a, friend_id=user_b), user_a).exists()
+
+
+def is_contact(*, user_id: int, other_id: int) -> bool:
+    """A friendship row exists (even if one of them blocked the other)."""
+    return Friendship.objects.filter(user_id=user_id, friend_id=other_id).exists()
+
+
+def tag_member_ids(*, owner_id: int, tag_ids: Iterable[int]) -> set[int]:
+    """Members of the owner's tags (unknown or foreign tag ids contribute nothing)."""
+    tag_ids = list(tag_ids)
+    if not tag_ids:
+        return set()
+    through = ContactTag.members.through
+    return set(
+        through.objects.filter(contacttag__owner_id=owner_id, contacttag_id__in=tag_ids).values_list("user_id", flat=True)
+    )
+
+
+def friendship_list(*, user: User) -> QuerySet[Friendship]:
+    """The user's contact list with each friend and their tags (3 queries whatever the size)."""
+    tags = ContactTag.objects.filter(owner=user).only("id", "name")
+    return (
+        Friendship.objects.filter(user=user)
+        .select_related("friend")
+        .prefetch_related(Prefetch("friend__tagged_in", queryset=tags, to_attr="my_tags"))
+    )
+
+
+def friendship_get(*, user: User, friend_id: int) -> Friendship:
+    friendship = friendship_list(user=user).filter(friend_id=friend_id).first()
+    if friendship is None:
+        raise NotFound()
+    return friendship
+
+
+def friend_request_list(*, user: User, direction: str) -> QuerySet[FriendRequest]:
+    qs = FriendRequest.objects.select_related("from_user", "to_user")
+    if direction == "outgoing":
+        return qs.filter(from_user=user)
+    return qs.filter(to_user=user).exclude(from_user_id__in=Block.objects.filter(blocker=user).values("blocked_id"))
+
+
+def tag_list(*, owner: User) -> QuerySet[ContactTag]:
+    return ContactTag.objects.filter(owner=owner).prefetch_related(
+        Prefetch("members", queryset=User.objects.only("id"))
+    )
+
+
+def block_list(*, user: User) -> QuerySet[Block]:
+    return Block.objects.filter(blocker=user).select_related("blocked")
+
+
+def session_list(*, user: User) -> QuerySet[LoginSession]:
+    return LoginSession.objects.filter(user=user, revoked_at__isnull=True)
+
+
+def user_search(*, viewer: User, query: str) -> User | None:
+    """Exact search by handle or phone, respecting privacy and blocks. None when not found."""
+    kind = classify_login(query)
+    if kind is None or kind[0] == "email":
+        return None
+    field, value = kind
+    privacy = {"handle": "findable_by_handle", "phone": "findable_by_phone"}[field]
+    found = User.objects.filter(**{field: value, "is_active": True, "is_verified": True}).first()
+    if found is None or found.pk == viewer.pk:
+        return found
+    if not getattr(found, privacy) and not is_contact(user_id=found.pk, other_id=viewer.pk):
+        return None
+    if has_blocked(blocker_id=found.pk, blocked_id=viewer.pk):
+        return None
+    return found

@@ -1,0 +1,1 @@
+"""Catalogue of public services. Not built yet."""

@@ -1,0 +1,1 @@
+"""Third-party apps and games inside the super-app. Not built yet."""

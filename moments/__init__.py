@@ -1,0 +1,1 @@
+"""The friends' feed with WeChat's visibility rules. Not built yet."""

@@ -1,0 +1,1 @@
+"""Brand accounts, broadcasts, webhooks, dashboard. Not built yet."""

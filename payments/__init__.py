@@ -1,0 +1,1 @@
+"""Wallet, double-entry ledger, Stripe, transfers, red packets. Not built yet."""

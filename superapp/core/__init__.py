@@ -1,0 +1,1 @@
+"""Shared plumbing only, no domain logic: events, errors, pagination, logging, health."""

@@ -1,0 +1,117 @@
+"""The one WebSocket consumer, at ``/ws/``.
+
+Authentication (never a token in the logged URL):
+
+* subprotocols ``superapp.v1, superapp.auth.<access JWT>``, answered with ``superapp.v1``; or
+* a single-use 60-second ticket from ``POST /api/v1/realtime/ticket``, as the subprotocol
+  ``superapp.ticket.<ticket>`` or the query string ``?ticket=``.
+
+A socket that fails is accepted and closed at once with a code (4001 unauthenticated, 4002
+expired, 4003 revoked), so that browsers can read the code. Once open, the socket joins
+``user.<id>`` (every device of the user) and ``session.<sid>`` (to be closed on logout).
+
+Server frames: stored events as envelopes ``{"type", "cursor", "data"}``; replies to client
+frames (``{"type": "<x>.result" | "pong" | "error", "ref": <client ref>, ...}``).
+Client frames: ``{"type": "...", "ref": "...", ...}``, dispatched through
+:mod:`superapp.core.realtime`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
+
+from . import realtime
+from .errors import ApplicationError, error_body
+from .events import session_group, user_group
+from .metrics import open_websockets, websocket_connections
+
+logger = logging.getLogger("superapp.ws")
+
+PROTOCOL = "superapp.v1"
+MAX_FRAME_BYTES = 64 * 1024
+
+
+class EventConsumer(AsyncWebsocketConsumer):
+    identity: realtime.SocketIdentity | None = None
+
+    async def connect(self) -> None:
+        offered = list(self.scope.get("subprotocols") or [])
+        subprotocol = PROTOCOL if PROTOCOL in offered else None
+        authenticate = import_string(settings.WS_AUTHENTICATOR)
+        try:
+            self.identity = await database_sync_to_async(authenticate)(self.scope)
+        except realtime.SocketAuthError as exc:
+            websocket_connections.labels(outcome="refused").inc()
+            await self.accept(subprotocol)
+            await self.send_json({"type": "error", **error_body("not_authenticated", exc.reason)})
+            await self.close(code=exc.close_code)
+            return
+        self.groups = [user_group(self.identity.user_id), session_group(self.identity.session_id)]
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept(subprotocol)
+        open_websockets.inc()
+        websocket_connections.labels(outcome="accepted").inc()
+        logger.info("ws connect user=%s session=%s", self.identity.user_id, self.identity.session_id)
+
+    async def disconnect(self, code: int) -> None:
+        if self.identity is None:
+            return
+        open_websockets.dec()
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        logger.info("ws disconnect user=%s code=%s", self.identity.user_id, code)
+
+    # --- frames from the client ------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.identity is None:
+            return
+        ref = None
+        try:
+            if text_data is None or len(text_data) > MAX_FRAME_BYTES:
+                raise ApplicationError(_("Frames must be JSON text of at most 64 KiB."), code="bad_frame")
+            try:
+                frame = json.loads(text_data)
+            except ValueError:
+                raise ApplicationError(_("The frame is not valid JSON."), code="bad_frame") from None
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                raise ApplicationError(_("A frame is a JSON object with a 'type'."), code="bad_frame")
+            ref = frame.get("ref")
+            handler = realtime.get_frame_handler(frame["type"])
+            if handler is None:
+                raise ApplicationError(
+                    _("Unknown frame type '%(type)s'.") % {"type": frame["type"][:64]},
+                    code="unknown_frame",
+                )
+            reply = await database_sync_to_async(handler)(
+                user_id=self.identity.user_id, session_id=self.identity.session_id, frame=frame
+            )
+        except ApplicationError as exc:
+            reply = {"type": "error", **exc.as_dict()}
+        except Exception:
+            logger.exception("ws frame failed")
+            reply = {"type": "error", **error_body("server_error", _("Something went wrong."))}
+        if ref is not None:
+            reply = {**reply, "ref": ref}
+        await self.send_json(reply)
+
+    # --- messages from the channel layer -----------------------------------------------------
+    async def event_push(self, message: dict[str, Any]) -> None:
+        await self.send_json(message["event"])
+
+    async def session_revoked(self, message: dict[str, Any]) -> None:
+        await self.send_json(
+            {"type": "error", **error_body("session_revoked", _("This login session was ended."))}
+        )
+        await self.close(code=realtime.CLOSE_SESSION_REVOKED)
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content, separators=(",", ":"), default=str))

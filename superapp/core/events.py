@@ -1,0 +1,208 @@
+"""The per-user event stream: store first, ring the doorbell after commit.
+
+Write side (services call these inside their transaction)::
+
+    publish(user_ids=[a.id, b.id], type="contact.request.received", data={...})
+
+or, when one transaction emits several events to different users, :func:`publish_many`, which
+locks all the users' stream heads once, in ascending id order, so that two transactions can
+never lock them in opposite orders.
+
+Read side: :func:`events_since` returns what a device missed (``sync since <cursor>``).
+
+The channel layer only carries a copy of the stored envelope to devices that are online; it may
+drop it (channels-redis does past a channel's capacity). A device that sees a gap in cursors,
+or reconnects, asks for ``sync since <last cursor>`` and gets exactly what it missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from django.utils.translation import gettext_lazy as _
+
+from .errors import ApplicationError, ValidationFailed
+from .models import Event, UserStream
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One event addressed to several users (each gets their own copy and cursor)."""
+
+    user_ids: Sequence[int]
+    type: str
+    data: dict[str, Any]
+
+
+def user_group(user_id: int) -> str:
+    """Channel-layer group of all the connected devices of one user."""
+    return f"user.{user_id}"
+
+
+def session_group(session_id: Any) -> str:
+    """Channel-layer group of the sockets opened with one login session."""
+    return f"session.{session_id}"
+
+
+def publish(*, user_ids: Iterable[int], type: str, data: dict[str, Any]) -> list[Event]:
+    """Store one event for each user and push it to their devices after commit.
+
+    Must run inside a transaction (every public service is atomic). Locks the users' stream heads
+    until commit; call it late in the transaction.
+    """
+    return publish_many(specs=[EventSpec(user_ids=list(user_ids), type=type, data=data)])
+
+
+def publish_many(*, specs: Sequence[EventSpec]) -> list[Event]:
+    """Store several events, locking every recipient's stream head once, in id order."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("publish() must be called inside transaction.atomic()")
+    recipients = sorted({uid for spec in specs for uid in spec.user_ids})
+    if not recipients:
+        return []
+    heads = _lock_heads(recipients)
+    per_user_count: dict[int, int] = {}
+    for spec in specs:
+        for uid in set(spec.user_ids):
+            per_user_count[uid] = per_user_count.get(uid, 0) + 1
+    # One UPDATE per distinct increment (almost always exactly one).
+    by_increment: dict[int, list[int]] = {}
+    for uid, count in per_user_count.items():
+        by_increment.setdefault(count, []).append(uid)
+    for increment, uids in by_increment.items():
+        UserStream.objects.filter(user_id__in=uids).update(last_seq=F("last_seq") + increment)
+
+    rows: list[Event] = []
+    next_seq = dict(heads)
+    for spec in specs:
+        for uid in sorted(set(spec.user_ids)):
+            next_seq[uid] += 1
+            rows.append(Event(user_id=uid, seq=next_seq[uid], type=spec.type, data=spec.data))
+    Event.objects.bulk_create(rows)
+    transaction.on_commit(_doorbell(rows))
+    return rows
+
+
+def _lock_heads(user_ids: list[int]) -> dict[int, int]:
+    """Lock the stream heads of ``user_ids`` (sorted) and return ``{user_id: last_seq}``."""
+    heads = dict(
+        UserStream.objects.select_for_update()
+        .filter(user_id__in=user_ids)
+        .order_by("user_id")
+        .values_list("user_id", "last_seq")
+    )
+    missing = [uid for uid in user_ids if uid not in heads]
+    if missing:
+        UserStream.objects.bulk_create(
+            [UserStream(user_id=uid) for uid in missing], ignore_conflicts=True
+        )
+        heads = dict(
+            UserStream.objects.select_for_update()
+            .filter(user_id__in=user_ids)
+            .order_by("user_id")
+            .values_list("user_id", "last_seq")
+        )
+    return heads
+
+
+def _doorbell(rows: list[Event]) -> Callable[[], None]:
+    envelopes = [(row.user_id, row.envelope()) for row in rows]
+
+    def ring() -> None:
+        push_envelopes(envelopes)
+
+    return ring
+
+
+def push_envelopes(envelopes: list[tuple[int, dict[str, Any]]]) -> None:
+    """Send stored envelopes to the users' connected devices (best effort, never raises)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def send_all() -> None:
+        for user_id, envelope in envelopes:
+            try:
+                await layer.group_send(user_group(user_id), {"type": "event.push", "event": envelope})
+            except Exception:  # the stored event is what counts; devices will sync
+                logger.warning("event push failed for user %s", user_id, exc_info=True)
+
+    async_to_sync(send_all)()
+
+
+def send_to_session(session_id: Any, message: dict[str, Any]) -> None:
+    """Send a control message to the sockets of one login session (after commit)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(session_group(session_id), message)
+    except Exception:
+        logger.warning("control message to session %s failed", session_id, exc_info=True)
+
+
+class CursorExpired(ApplicationError):
+    status_code = 410
+    default_code = "cursor_expired"
+    default_message = _("The cursor is older than the kept events: reload, then sync from the latest cursor.")
+
+
+def current_cursor(*, user_id: int) -> int:
+    """The user's latest cursor (0 when nothing was ever published to them)."""
+    return (
+        UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
+    )
+
+
+def events_since(*, user_id: int, since: int, limit: int = 100) -> dict[str, Any]:
+    """Events of one user with ``seq > since``, oldest first, at most ``limit``.
+
+    Returns ``{"events": [envelope, ...], "cursor": last returned or since, "has_more": bool,
+    "latest": the user's newest cursor}``. Raises :class:`CursorExpired` when events after
+    ``since`` were already purged (the client must reload its state).
+    """
+    limit = max(1, min(limit, settings.SYNC_PAGE_MAX))
+    rows = list(
+        Event.objects.filter(user_id=user_id, seq__gt=since)
+        .order_by("seq")
+        .values_list("seq", "type", "data")[: limit + 1]
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if rows and rows[0][0] != since + 1:
+        raise CursorExpired()
+    latest = current_cursor(user_id=user_id)
+    if not rows and since < latest:
+        raise CursorExpired()
+    if since > latest:
+        raise ValidationFailed(
+            _("The cursor is ahead of the stream."),
+            code="cursor_invalid",
+            fields={"since": [str(_("Larger than the latest cursor."))]},
+        )
+    return {
+        "events": [{"type": t, "cursor": s, "data": d} for s, t, d in rows],
+        "cursor": rows[-1][0] if rows else since,
+        "has_more": has_more,
+        "latest": latest,
+    }
+
+
+def purge_events_older_than(*, days: int) -> int:
+    """Delete stored events older than ``days``; returns how many. Heads are kept."""
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = Event.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

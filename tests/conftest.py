@@ -1,0 +1,71 @@
+"""Shared fixtures. The suite runs against the real PostgreSQL and Redis (see settings_test)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+from rest_framework.test import APIClient
+
+from accounts import services as account_services
+from accounts.models import Friendship
+
+from .factories import UserFactory
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def _media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def make_user(db):
+    return UserFactory
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+def login_tokens(user) -> dict:
+    login = account_services.session_create(user=user, device_name="pytest")
+    return {**login.tokens, "session_id": str(login.session.id)}
+
+
+@pytest.fixture
+def client_for(db):
+    """``client_for(user)`` -> an APIClient sending that user's access token."""
+
+    def make(user):
+        client = APIClient()
+        tokens = login_tokens(user)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+        client.tokens = tokens
+        client.user = user
+        return client
+
+    return make
+
+
+def befriend(a, b) -> None:
+    with transaction.atomic():
+        Friendship.objects.bulk_create(
+            [Friendship(user=a, friend=b), Friendship(user=b, friend=a)], ignore_conflicts=True
+        )
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user(handle="alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user(handle="bob")
+
+
+@pytest.fixture
+def carol(make_user):
+    return make_user(handle="carol")
