@@ -295,6 +295,8 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = EMBEDDED
+if EMBEDDED:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
 AVATAR_MAX_BYTES = 10 * 1024 * 1024
@@ -349,6 +351,9 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        # uvicorn logs socket paths with their query string (which may hold a ticket).
+        "uvicorn.error": {"level": "WARNING"},
+        "uvicorn.access": {"level": "WARNING"},
     },
 }
 

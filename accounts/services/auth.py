@@ -322,3 +322,28 @@ def ws_ticket_redeem(*, ticket: str) -> tuple[int, str] | None:
         return None
     cache.delete(f"ws-ticket:{ticket}")
     return value
+
+
+@transaction.atomic
+def user_create_verified(*, handle: str, password: str, display_name: str, email: str | None = None,
+                         phone: str | None = None) -> User:
+    """Create a ready-to-use account (demo data, staff tooling): no code is sent.
+
+    Returns the existing account unchanged when the handle is taken (idempotent seeding).
+    """
+    from ..identifiers import normalize_handle
+
+    handle = normalize_handle(handle)
+    existing = User.objects.filter(handle=handle).first()
+    if existing is not None:
+        return existing
+    user = User(
+        handle=handle,
+        display_name=display_name,
+        email=normalize_email(email) if email else None,
+        phone=normalize_phone(phone) if phone else None,
+        is_verified=True,
+    )
+    user.set_password(password)
+    user.save()
+    return user

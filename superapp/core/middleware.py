@@ -36,8 +36,13 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         try:
             response = self.get_response(request)
+            self._log(request, response, request_id, started)
         finally:
             request_id_var.reset(token)
+        return response
+
+    @staticmethod
+    def _log(request, response, request_id: str, started: float) -> None:
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         response["X-Request-ID"] = request_id
         user = getattr(request, "user", None)
@@ -56,7 +61,6 @@ class RequestLogMiddleware:
                 "user_id": user_id,
             },
         )
-        return response
 
 
 class BodySizeLimitMiddleware:

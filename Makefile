@@ -1,0 +1,42 @@
+# Two commands from a fresh clone: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+
+.PHONY: install run test lint check-services migrate seed bench clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The embedded default: no environment needed (SQLite, in-memory channel layer, eager tasks).
+run: install
+	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py migrate --noinput
+	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py seed_demo
+	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py serve --host 0.0.0.0 --port $(PORT)
+
+# The whole suite against PostgreSQL and Redis (DATABASE_URL / REDIS_URL override the defaults).
+test: install
+	$(PY) scripts/check_services.py
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -n 2 --dist loadfile
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	DJANGO_SETTINGS_MODULE=superapp.settings_test $(PY) manage.py makemigrations --check --dry-run
+	DJANGO_SETTINGS_MODULE=superapp.settings_test $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+check-services: install
+	$(PY) scripts/check_services.py
+
+bench: install
+	$(PY) -m bench all
+
+clean:
+	rm -rf $(VENV) var
