@@ -32,5 +32,18 @@ class LoginBackend(ModelBackend):
 def axes_username(request, credentials: dict | None) -> str:
     """django-axes counts failures per account, whichever of handle/phone/email was typed."""
     login = (credentials or {}).get("login") or ""
-    kind = classify_login(login)
-    return f"{kind[0]}:{kind[1]}" if kind else login.strip().lower()[:100]
+    user = find_user_by_login(login)
+    return f"user:{user.pk}" if user is not None else login.strip().lower()[:100]
+
+
+def axes_lockout_response(request, *args, **kwargs):
+    """django-axes' lockout answer, in the project's one error shape."""
+    from django.conf import settings
+    from django.utils.translation import gettext as _
+
+    from superapp.core.errors import json_error_response
+
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    return json_error_response(
+        "login_locked", _("Too many failed logins. Try again in %(minutes)d minutes.") % {"minutes": minutes}, 429
+    )

@@ -9,8 +9,8 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" 
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("LOG_FORMAT", "console")
 
-from .settings import *  # noqa: E402,F403
-from .settings import CACHES, REST_FRAMEWORK  # noqa: E402
+from .settings import *  # noqa: F403
+from .settings import CACHES, REST_FRAMEWORK
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tasks run in-process in most tests; tests about the worker start a real one.

@@ -20,7 +20,14 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from superapp.core import events as core_events
-from superapp.core.errors import ApplicationError, Conflict, Forbidden, NotFound, RateLimited, ValidationFailed
+from superapp.core.errors import (
+    ApplicationError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 
 from .. import events
 from ..identifiers import normalize_email, normalize_phone

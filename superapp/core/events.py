@@ -29,7 +29,6 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-
 from django.utils.translation import gettext_lazy as _
 
 from .errors import ApplicationError, ValidationFailed
@@ -175,6 +174,15 @@ def events_since(*, user_id: int, since: int, limit: int = 100) -> dict[str, Any
     ``since`` were already purged (the client must reload its state).
     """
     limit = max(1, min(limit, settings.SYNC_PAGE_MAX))
+    # Read the head first: every event up to it is committed (heads and events commit together,
+    # and one user's numbers commit in order), so the rows read next must start at since + 1.
+    latest = current_cursor(user_id=user_id)
+    if since > latest:
+        raise ValidationFailed(
+            _("The cursor is ahead of the stream."),
+            code="cursor_invalid",
+            fields={"since": [str(_("Larger than the latest cursor."))]},
+        )
     rows = list(
         Event.objects.filter(user_id=user_id, seq__gt=since)
         .order_by("seq")
@@ -182,17 +190,10 @@ def events_since(*, user_id: int, since: int, limit: int = 100) -> dict[str, Any
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
-    if rows and rows[0][0] != since + 1:
+    if (rows and rows[0][0] != since + 1) or (not rows and since < latest):
         raise CursorExpired()
-    latest = current_cursor(user_id=user_id)
-    if not rows and since < latest:
-        raise CursorExpired()
-    if since > latest:
-        raise ValidationFailed(
-            _("The cursor is ahead of the stream."),
-            code="cursor_invalid",
-            fields={"since": [str(_("Larger than the latest cursor."))]},
-        )
+    if rows:
+        latest = max(latest, rows[-1][0])
     return {
         "events": [{"type": t, "cursor": s, "data": d} for s, t, d in rows],
         "cursor": rows[-1][0] if rows else since,
