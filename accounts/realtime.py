@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+from django.utils.translation import gettext as _
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -38,20 +39,20 @@ def authenticate_socket(scope) -> SocketIdentity:
             expired = "expired" in str(exc).lower()
             raise SocketAuthError(
                 CLOSE_TOKEN_EXPIRED if expired else CLOSE_UNAUTHENTICATED,
-                "The access token has expired." if expired else "The access token is invalid.",
+                _("The access token has expired.") if expired else _("The access token is invalid."),
             ) from None
         user_id, session_id = access.get("user_id"), access.get("sid")
     elif ticket:
         redeemed = services.ws_ticket_redeem(ticket=ticket)
         if redeemed is None:
-            raise SocketAuthError(CLOSE_UNAUTHENTICATED, "The ticket is invalid, used or expired.")
+            raise SocketAuthError(CLOSE_UNAUTHENTICATED, _("The ticket is invalid, used or expired."))
         user_id, session_id = redeemed
     else:
-        raise SocketAuthError(CLOSE_UNAUTHENTICATED, "Credentials are missing.")
+        raise SocketAuthError(CLOSE_UNAUTHENTICATED, _("Credentials are missing."))
 
     alive = LoginSession.objects.filter(
         pk=session_id, user_id=user_id, revoked_at__isnull=True, user__is_active=True
     ).exists()
     if not alive:
-        raise SocketAuthError(CLOSE_SESSION_REVOKED, "This login session has ended.")
+        raise SocketAuthError(CLOSE_SESSION_REVOKED, _("This login session has ended."))
     return SocketIdentity(user_id=int(user_id), session_id=str(session_id))

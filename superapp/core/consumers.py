@@ -25,8 +25,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import translation
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
+from django.utils.translation.trans_real import get_supported_language_variant, parse_accept_lang_header
 
 from . import realtime
 from .errors import ApplicationError, error_body
@@ -39,8 +41,31 @@ PROTOCOL = "superapp.v1"
 MAX_FRAME_BYTES = 64 * 1024
 
 
+def socket_language(scope: dict[str, Any]) -> str:
+    """The language of a socket's messages, from its handshake's Accept-Language header."""
+    header = dict(scope.get("headers") or []).get(b"accept-language", b"").decode("latin-1")
+    for code, _q in parse_accept_lang_header(header[:256]):
+        if code == "*":
+            break
+        try:
+            return get_supported_language_variant(code)
+        except LookupError:
+            continue
+    return settings.LANGUAGE_CODE
+
+
 class EventConsumer(AsyncWebsocketConsumer):
     identity: realtime.SocketIdentity | None = None
+    language: str = settings.LANGUAGE_CODE
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.language = socket_language(self.scope)
+        with translation.override(self.language):
+            await super().websocket_connect(message)
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        with translation.override(self.language):
+            await super().websocket_receive(message)
 
     async def connect(self) -> None:
         offered = list(self.scope.get("subprotocols") or [])
@@ -91,9 +116,7 @@ class EventConsumer(AsyncWebsocketConsumer):
                     _("Unknown frame type '%(type)s'.") % {"type": frame["type"][:64]},
                     code="unknown_frame",
                 )
-            reply = await database_sync_to_async(handler)(
-                user_id=self.identity.user_id, session_id=self.identity.session_id, frame=frame
-            )
+            reply = await database_sync_to_async(self._run_handler)(handler, frame)
         except ApplicationError as exc:
             reply = {"type": "error", **exc.as_dict()}
         except Exception:
@@ -103,14 +126,21 @@ class EventConsumer(AsyncWebsocketConsumer):
             reply = {**reply, "ref": ref}
         await self.send_json(reply)
 
+    def _run_handler(self, handler: realtime.FrameHandler, frame: dict[str, Any]) -> dict[str, Any]:
+        """Runs in a worker thread: the language is per thread, so activate it here."""
+        assert self.identity is not None
+        with translation.override(self.language):
+            return handler(user_id=self.identity.user_id, session_id=self.identity.session_id, frame=frame)
+
     # --- messages from the channel layer -----------------------------------------------------
     async def event_push(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
 
     async def session_revoked(self, message: dict[str, Any]) -> None:
-        await self.send_json(
-            {"type": "error", **error_body("session_revoked", _("This login session was ended."))}
-        )
+        with translation.override(self.language):
+            await self.send_json(
+                {"type": "error", **error_body("session_revoked", _("This login session was ended."))}
+            )
         await self.close(code=realtime.CLOSE_SESSION_REVOKED)
 
     async def send_json(self, content: dict[str, Any]) -> None:
