@@ -1,0 +1,93 @@
+"""Settings shapes (embedded default, production), deploy checks, health and readiness."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+
+from accounts.models import Friendship, User
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.django_db
+
+PROBE = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'db': s.DATABASES['default']['ENGINE'], 'layer': s.CHANNEL_LAYERS['default']['BACKEND'], "
+    "'eager': s.CELERY_TASK_ALWAYS_EAGER, 'debug': s.DEBUG, 'embedded': s.EMBEDDED, 'cache': s.CACHES['default']['BACKEND']}))"
+)
+
+
+def run_python(code, env, tmp_path):
+    set_by_tests = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "SECURE_SSL_REDIRECT", "LOG_FORMAT")
+    base = {k: v for k, v in os.environ.items() if k not in set_by_tests}
+    base.update(DJANGO_SETTINGS_MODULE="superapp.settings", SUPERAPP_VAR_DIR=str(tmp_path / "var"), **env)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60)
+
+
+def test_embedded_default_needs_no_environment(tmp_path):
+    result = run_python(PROBE, {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "db": "django.db.backends.sqlite3",
+        "layer": "channels.layers.InMemoryChannelLayer",
+        "eager": True,
+        "debug": False,
+        "embedded": True,
+        "cache": "django.core.cache.backends.locmem.LocMemCache",
+    }
+
+
+def test_production_needs_a_secret_key(tmp_path):
+    result = run_python(PROBE, {"DATABASE_URL": "postgres://postgres@127.0.0.1/x"}, tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_shape(tmp_path):
+    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1/x", "REDIS_URL": "redis://127.0.0.1:6379/0", "SECRET_KEY": "k" * 50}
+    result = run_python(PROBE, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    shape = json.loads(result.stdout.splitlines()[-1])
+    assert shape["db"] == "django.db.backends.postgresql"
+    assert shape["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert shape["eager"] is False and shape["debug"] is False and shape["embedded"] is False
+
+
+def test_check_deploy_is_clean_under_production_settings(tmp_path):
+    env = {
+        "DATABASE_URL": "postgres://postgres@127.0.0.1/x",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "SECRET_KEY": "a-long-random-production-secret-key-0123456789-abcdefghij",
+    }
+    code = "import django, sys; from django.core.management import call_command; django.setup(); call_command('check', deploy=True, fail_level='WARNING')"
+    result = run_python(code, env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_healthz_touches_nothing(api):
+    response = api.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_checks_database_and_redis(api, settings):
+    response = api.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    response = api.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "checks": {"database": "ok", "redis": "unreachable"}}
+
+
+def test_seed_demo_is_idempotent(capsys):
+    call_command("seed_demo")
+    call_command("seed_demo")
+    assert sorted(User.objects.values_list("handle", flat=True)) == ["alice", "bob", "carol"]
+    assert Friendship.objects.count() == 6  # three pairs, both directions
+    out = capsys.readouterr().out
+    assert "alice / superapp-demo" in out
+    alice = User.objects.get(handle="alice")
+    assert alice.check_password("superapp-demo") and alice.is_verified
