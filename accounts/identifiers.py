@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import phonenumbers
-from django.core.validators import validate_email
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.utils.translation import gettext as _
 
 from superapp.core.errors import ValidationFailed

@@ -17,7 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from superapp.core.errors import ValidationFailed
 
-ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}
+# MPO is a JPEG with extra frames (stereo/depth): what many phone cameras write. Its first frame is used.
+ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF"}
 
 
 @dataclass(frozen=True)

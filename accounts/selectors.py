@@ -60,13 +60,23 @@ def is_contact(*, user_id: int, other_id: int) -> bool:
 
 
 def tag_member_ids(*, owner_id: int, tag_ids: Iterable[int]) -> set[int]:
-    """Members of the owner's tags (unknown or foreign tag ids contribute nothing)."""
+    """Members of the owner's tags (unknown or foreign tag ids contribute nothing).
+
+    A member in a block with the owner (either way) is left out, like every friend selector: a
+    block keeps the tag membership (for after an unblock) but must not let Moments reach them.
+    """
     tag_ids = list(tag_ids)
     if not tag_ids:
         return set()
     through = ContactTag.members.through
+    block = Block.objects.filter(
+        Q(blocker_id=owner_id, blocked_id=OuterRef("user_id"))
+        | Q(blocker_id=OuterRef("user_id"), blocked_id=owner_id)
+    )
     return set(
-        through.objects.filter(contacttag__owner_id=owner_id, contacttag_id__in=tag_ids).values_list("user_id", flat=True)
+        through.objects.filter(contacttag__owner_id=owner_id, contacttag_id__in=tag_ids)
+        .filter(~Exists(block))
+        .values_list("user_id", flat=True)
     )
 
 

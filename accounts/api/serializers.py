@@ -138,7 +138,8 @@ class FriendSerializer(serializers.Serializer):
     user = UserPublicSerializer(source="friend")
     remark = serializers.CharField()
     source = serializers.CharField()
-    tags = TagRefSerializer(many=True, source="my_tags")
+    # The selector prefetches the owner's tags onto the friend (``friend.my_tags``), not the row.
+    tags = TagRefSerializer(many=True, source="friend.my_tags")
     created_at = serializers.DateTimeField()
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import qrcode
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -196,6 +196,9 @@ def friend_request_accept(*, user: User, request_id: int, remark: str = "") -> F
 @transaction.atomic
 def friend_request_decline(*, user: User, request_id: int) -> FriendRequest:
     request = _pending_request_to(user, request_id)
+    # Same lock as accept and send: a decline racing an accept must see its outcome, not overwrite it.
+    _lock_pair(request.from_user_id, request.to_user_id)
+    request = _pending_request_to(user, request_id)  # re-read under the lock
     request.status = FriendRequest.Status.DECLINED
     request.responded_at = timezone.now()
     request.save(update_fields=["status", "responded_at"])
@@ -301,7 +304,11 @@ def tag_create(*, owner: User, name: str, member_ids: list[int] | None = None) -
     name = _clean_tag_name(name)
     if ContactTag.objects.filter(owner=owner, name=name).exists():
         raise Conflict(_("You already have a tag with this name."), code="tag_exists")
-    tag = ContactTag.objects.create(owner=owner, name=name)
+    try:
+        with transaction.atomic():  # a concurrent create may win the unique constraint
+            tag = ContactTag.objects.create(owner=owner, name=name)
+    except IntegrityError:
+        raise Conflict(_("You already have a tag with this name."), code="tag_exists") from None
     if member_ids:
         tag.members.set(_own_friends(owner, member_ids))
     _tags_changed(owner)
@@ -320,7 +327,11 @@ def tag_update(
         if ContactTag.objects.filter(owner=owner, name=name).exclude(pk=tag.pk).exists():
             raise Conflict(_("You already have a tag with this name."), code="tag_exists")
         tag.name = name
-        tag.save(update_fields=["name"])
+        try:
+            with transaction.atomic():  # a concurrent rename may win the unique constraint
+                tag.save(update_fields=["name"])
+        except IntegrityError:
+            raise Conflict(_("You already have a tag with this name."), code="tag_exists") from None
     if member_ids is not None:
         tag.members.set(_own_friends(owner, member_ids))
     _tags_changed(owner)
