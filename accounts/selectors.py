@@ -80,6 +80,21 @@ def tag_member_ids(*, owner_id: int, tag_ids: Iterable[int]) -> set[int]:
     )
 
 
+def profile_visible(*, viewer: User, target: User) -> bool:
+    """Whether ``viewer`` may see ``target``'s profile by id: self, a contact entry either way,
+    or a pending friend request either way; never when ``target`` blocked ``viewer``."""
+    if viewer.pk == target.pk:
+        return True
+    if not target.is_verified or has_blocked(blocker_id=target.pk, blocked_id=viewer.pk):
+        return False
+    pair = Q(user_id=viewer.pk, friend_id=target.pk) | Q(user_id=target.pk, friend_id=viewer.pk)
+    pending = Q(from_user_id=viewer.pk, to_user_id=target.pk) | Q(from_user_id=target.pk, to_user_id=viewer.pk)
+    return (
+        Friendship.objects.filter(pair).exists()
+        or FriendRequest.objects.filter(pending, status=FriendRequest.Status.PENDING).exists()
+    )
+
+
 def friendship_list(*, user: User) -> QuerySet[Friendship]:
     """The user's contact list with each friend and their tags (3 queries whatever the size)."""
     tags = ContactTag.objects.filter(owner=user).only("id", "name")

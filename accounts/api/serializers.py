@@ -163,7 +163,10 @@ class FriendRequestCreateSerializer(serializers.Serializer):
     to_user_id = serializers.IntegerField()
     note = serializers.CharField(required=False, default="", allow_blank=True, max_length=100)
     source = serializers.ChoiceField(choices=["search", "qr"], default="search")
-    qr_code = serializers.CharField(required=False, default="", allow_blank=True)
+    qr_code = serializers.CharField(required=False, default="", allow_blank=True, help_text="With source=qr.")
+    search_token = serializers.CharField(
+        required=False, default="", allow_blank=True, help_text="With source=search: the search result's add_token."
+    )
 
 
 class FriendRequestOutcomeSerializer(serializers.Serializer):
@@ -203,8 +206,9 @@ class SearchQuerySerializer(serializers.Serializer):
 
 
 class SearchResultSerializer(serializers.Serializer):
-    user = UserPublicSerializer(allow_null=True)
+    user = UserPublicSerializer()
     is_friend = serializers.BooleanField()
+    add_token = serializers.CharField(help_text="Send as search_token with a friend request (valid 24 h).")
 
 
 class QrResolveSerializer(serializers.Serializer):

@@ -205,10 +205,16 @@ class FriendQrPngView(APIView):
 
 
 class UserDetailView(APIView):
-    @extend_schema(responses=s.ProfileSerializer, tags=["contacts"], summary="Someone's public profile")
+    @extend_schema(
+        responses=s.ProfileSerializer,
+        tags=["contacts"],
+        summary="A contact's profile",
+        description="Visible to the user, their contacts and anyone with a pending friend request either "
+        "way; to everyone else it does not exist (ids are sequential: no enumeration).",
+    )
     def get(self, request: Request, user_id: int) -> Response:
         user = selectors.user_get(user_id=user_id)
-        if selectors.has_blocked(blocker_id=user.pk, blocked_id=request.user.pk) or not user.is_verified:
+        if not selectors.profile_visible(viewer=request.user, target=user):
             raise NotFound()
         friendship = selectors.friendship_list(user=request.user).filter(friend_id=user.pk).first()
         return Response(
@@ -240,6 +246,7 @@ class SearchView(APIView):
             {
                 "user": s.UserPublicSerializer(found).data,
                 "is_friend": selectors.are_friends(user_a=request.user.pk, user_b=found.pk),
+                "add_token": services.friend_search_token(viewer=request.user, target=found),
             }
         )
 

@@ -21,6 +21,8 @@ from .. import events, selectors
 from ..models import Block, ContactTag, FriendRequest, Friendship, User
 
 QR_SALT = "accounts.friend-qr"
+SEARCH_SALT = "accounts.search-result"
+SEARCH_TOKEN_MAX_AGE = 24 * 3600
 SOURCES = ("search", "qr")
 
 
@@ -111,15 +113,45 @@ def friend_qr_resolve(*, viewer: User, code: str) -> User:
     return target
 
 
+def friend_search_token(*, viewer: User, target: User) -> str:
+    """Proof that ``viewer`` found ``target`` by search: what a search-sourced request carries.
+
+    User ids are sequential; without this anyone could send requests down the id range to
+    people who chose to be findable only by someone who knows their handle or phone.
+    """
+    return signing.dumps({"v": viewer.pk, "t": target.pk}, salt=SEARCH_SALT)
+
+
+def _check_search_token(token: str, *, viewer: User, target: User) -> None:
+    try:
+        payload = signing.loads(token, salt=SEARCH_SALT, max_age=SEARCH_TOKEN_MAX_AGE)
+    except signing.BadSignature:
+        payload = None
+    if payload != {"v": viewer.pk, "t": target.pk}:
+        raise ValidationFailed(
+            _("Search for this user again, then send the request."),
+            code="search_token_invalid",
+            fields={"search_token": [_("Missing, expired or for another user.")]},
+        )
+
+
 @transaction.atomic
 def friend_request_send(
-    *, from_user: User, to_user_id: int, note: str = "", source: str = "search", qr_code: str = ""
+    *,
+    from_user: User,
+    to_user_id: int,
+    note: str = "",
+    source: str = "search",
+    qr_code: str = "",
+    search_token: str | None = None,
 ) -> RequestOutcome:
     """Ask to be friends.
 
     Refused when either side blocked the other or they are already friends. A user found by
-    search must allow being found (by handle or phone); a QR code must name the target. If the
-    target asked first, or does not require approval, the two become friends at once.
+    search must allow being found (by handle or phone) and, when ``search_token`` is a string
+    (the API always passes one), it must be the token the search gave; ``None`` is for internal
+    callers that know how the two met. A QR code must name the target. If the target asked
+    first, or does not require approval, the two become friends at once.
     """
     if source not in SOURCES:
         raise ValidationFailed(fields={"source": [_("One of: %(s)s.") % {"s": ", ".join(SOURCES)}]})
@@ -140,8 +172,11 @@ def friend_request_send(
     if source == "qr":
         if not qr_code or friend_qr_resolve(viewer=sender, code=qr_code).pk != target.pk:
             raise ValidationFailed(_("The QR code does not name this user."), code="qr_invalid")
-    elif not (target.findable_by_handle or target.findable_by_phone):
-        raise Forbidden(_("This user can only be added by QR code."), code="cannot_add")
+    else:
+        if not (target.findable_by_handle or target.findable_by_phone):
+            raise Forbidden(_("This user can only be added by QR code."), code="cannot_add")
+        if search_token is not None:
+            _check_search_token(search_token, viewer=sender, target=target)
 
     reverse = FriendRequest.objects.filter(from_user=target, to_user=sender, status=FriendRequest.Status.PENDING).first()
     if reverse is not None:
@@ -350,8 +385,9 @@ def tag_delete(*, owner: User, tag_id: int) -> None:
 def block_add(*, user: User, target_id: int) -> Block:
     """Block a user: they can send no requests or messages, and see nothing of the blocker.
 
-    The contact entry is kept (as in WeChat's blacklist) so that unblocking restores it; while
-    the block lasts every selector treats the two as not friends. Pending requests between the
+    The contact entry is kept (as in WeChat's blacklist) so that unblocking restores it and the
+    contact list still shows it; while the block lasts ``are_friends``, ``friend_ids`` and
+    ``tag_member_ids`` treat the two as not friends, so no feature reaches across it. Pending requests between the
     two are declined.
     """
     if target_id == user.pk:

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 from PIL import Image
 
-from accounts import selectors
+from accounts import selectors, services
 from accounts.models import Block, ContactTag, FriendRequest, Friendship
 from accounts.services import contacts as contact_services
 from superapp.core.events import events_since
@@ -31,6 +31,9 @@ def event_types(user) -> list[str]:
 
 
 def send(client, to_user, **body):
+    """Send a request as a client would after finding ``to_user`` (by search, unless told)."""
+    if body.get("source", "search") == "search" and "search_token" not in body:
+        body["search_token"] = services.friend_search_token(viewer=client.user, target=to_user)
     return client.post("/api/v1/contacts/requests", {"to_user_id": to_user.pk, **body}, format="json")
 
 
@@ -47,7 +50,9 @@ def test_search_by_exact_handle_and_by_phone(client_for, alice, make_user):
 
     response = client.get("/api/v1/contacts/search", {"q": "  DAVE "})
     assert response.status_code == 200, response.json()
-    assert response.json() == {
+    body = response.json()
+    assert body.pop("add_token")
+    assert body == {
         "user": {
             "id": dave.pk,
             "handle": "dave",
@@ -571,8 +576,14 @@ def test_user_detail(client_for, alice, bob, carol, make_user):
     client = client_for(alice)
     body = client.get(f"/api/v1/users/{bob.pk}").json()
     assert body["user"]["handle"] == "bob" and body["is_friend"] is True and body["remark"] == "Bobby"
+    # A stranger's profile does not exist for alice (ids are sequential: no enumeration)...
+    assert_error(client.get(f"/api/v1/users/{carol.pk}"), 404)
+    # ...until one of them sends the other a friend request.
+    send(client_for(carol), alice)
     body = client.get(f"/api/v1/users/{carol.pk}").json()
     assert body["is_friend"] is False and body["remark"] is None
+    assert client_for(carol).get(f"/api/v1/users/{alice.pk}").status_code == 200
+    assert client.get(f"/api/v1/users/{alice.pk}").json()["user"]["handle"] == "alice"  # self
     assert_error(client.get("/api/v1/users/999999"), 404)
     assert_error(client.get(f"/api/v1/users/{make_user(is_verified=False).pk}"), 404)
     assert_error(client.get(f"/api/v1/users/{make_user(is_active=False).pk}"), 404)
@@ -769,3 +780,22 @@ def test_list_query_count_does_not_grow_with_rows(
         body = response.json()
         rows = body if isinstance(body, list) else body["results"]
         assert len(rows) >= n
+
+
+def test_search_result_token_is_required_for_a_search_request(client_for, alice, bob, carol):
+    client = client_for(alice)
+    found = client.get("/api/v1/contacts/search", {"q": "bob"}).json()
+    assert found["user"]["id"] == bob.pk
+    # Walking the id range does not work: a search request needs the search's token...
+    error = assert_error(send(client, bob, search_token=""), 400, "search_token_invalid")
+    assert "search_token" in error["fields"]
+    # ...for this very pair...
+    carol_token = services.friend_search_token(viewer=alice, target=carol)
+    assert_error(send(client, bob, search_token=carol_token), 400, "search_token_invalid")
+    stolen = services.friend_search_token(viewer=carol, target=bob)
+    assert_error(send(client, bob, search_token=stolen), 400, "search_token_invalid")
+    assert_error(send(client, bob, search_token="forged"), 400, "search_token_invalid")
+    assert not FriendRequest.objects.exists()
+    # ...and the one the search gave works.
+    response = send(client, bob, search_token=found["add_token"])
+    assert response.status_code == 201, response.json()

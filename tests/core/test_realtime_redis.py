@@ -8,6 +8,7 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async as sync_to_async
 
+from accounts import services
 from tests.conftest import login_tokens
 from tests.processes import asgi_servers
 
@@ -28,6 +29,7 @@ def ws_url(base):
 async def test_events_cross_server_processes(alice, bob):
     alice_tokens = await sync_to_async(login_tokens)(alice)
     bob_tokens = await sync_to_async(login_tokens)(bob)
+    search_token = services.friend_search_token(viewer=bob, target=alice)
     with asgi_servers(2) as (one, two):
         alice_proto = ["superapp.v1", f"superapp.auth.{alice_tokens['access']}"]
         bob_proto = ["superapp.v1", f"superapp.auth.{bob_tokens['access']}"]
@@ -41,7 +43,7 @@ async def test_events_cross_server_processes(alice, bob):
             # Bob asks through process 2; alice's devices on processes 1 and 2 both hear it.
             response = await http.post(
                 f"{two}/api/v1/contacts/requests",
-                json={"to_user_id": alice.pk, "note": "across"},
+                json={"to_user_id": alice.pk, "note": "across", "search_token": search_token},
                 headers={"Authorization": f"Bearer {bob_tokens['access']}"},
             )
             assert response.status_code == 201, response.text
