@@ -11,10 +11,10 @@ from django.utils.translation import gettext as _
 
 from superapp.core import events as core_events
 from superapp.core.errors import Conflict, ValidationFailed
+from superapp.core.images import process_image
 
 from .. import events, selectors
 from ..identifiers import normalize_handle
-from ..images import process_image
 from ..models import User
 
 PUBLIC_FIELDS = ("handle", "display_name", "region", "bio")

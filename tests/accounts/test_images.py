@@ -1,4 +1,4 @@
-"""Avatar intake (accounts.images + /api/v1/me/avatar): validate, orient, strip metadata, thumbnail.
+"""Avatar intake (superapp.core.images + /api/v1/me/avatar): validate, orient, strip metadata, thumbnail.
 
 Every image is generated in memory with Pillow; nothing is read from disk fixtures.
 """
@@ -15,9 +15,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import ExifTags, Image
 
 from accounts import events as account_events
-from accounts.images import process_image
 from superapp.core.errors import ValidationFailed
 from superapp.core.events import events_since
+from superapp.core.images import process_image
 from tests.conftest import befriend
 from tests.core.test_errors import assert_error
 

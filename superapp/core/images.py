@@ -1,4 +1,4 @@
-"""Image intake shared by avatars (and later chat and Moments media): validate, normalise, thumbnail.
+"""Image intake for every upload (avatars, chat and Moments media): validate, normalise, thumbnail.
 
 What goes in is whatever a client uploads; what comes out is a clean image: decoded fully (so a
 truncated or fake file fails here, not later), decompression bombs refused, EXIF orientation
