@@ -34,7 +34,9 @@ def _task_prerun(task_id=None, task=None, **_kwargs):
 def _task_postrun(task_id=None, task=None, state=None, **_kwargs):
     started = _started.pop(task_id, None)
     name = getattr(task, "name", "unknown")
-    celery_tasks.labels(task=name, state=state or "UNKNOWN").inc()
+    # An eager run (tests, the embedded default) with task_eager_propagates re-raises the task's
+    # exception before Celery records a state, so postrun gets None where a worker says FAILURE.
+    celery_tasks.labels(task=name, state=state or "FAILURE").inc()
     if started is not None:
         celery_task_seconds.labels(task=name).observe(time.perf_counter() - started)
 
@@ -48,8 +50,7 @@ def _serve_worker_metrics(**_kwargs):  # pragma: no cover - only in a real worke
     port = os.environ.get("CELERY_METRICS_PORT")
     if not port:
         return
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client import multiprocess
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = None
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

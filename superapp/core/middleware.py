@@ -14,7 +14,8 @@ from .errors import json_error_response
 from .logging import request_id_var
 
 access_log = logging.getLogger("superapp.access")
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 
 
 class RequestLogMiddleware:
@@ -30,7 +31,7 @@ class RequestLogMiddleware:
 
     def __call__(self, request):
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         request.request_id = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
