@@ -18,6 +18,7 @@ def find_user_by_login(login: str) -> User | None:
 
 class LoginBackend(ModelBackend):
     def authenticate(self, request, login: str | None = None, password: str | None = None, **kwargs):
+        login = login if login is not None else kwargs.get("username")  # Django's own forms say username
         if login is None or password is None:
             return None
         user = find_user_by_login(login)
@@ -31,7 +32,8 @@ class LoginBackend(ModelBackend):
 
 def axes_username(request, credentials: dict | None) -> str:
     """django-axes counts failures per account, whichever of handle/phone/email was typed."""
-    login = (credentials or {}).get("login") or ""
+    credentials = credentials or {}
+    login = credentials.get("login") or credentials.get("username") or ""
     user = find_user_by_login(login)
     return f"user:{user.pk}" if user is not None else login.strip().lower()[:100]
 

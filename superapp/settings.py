@@ -361,6 +361,8 @@ LOGGING = {
 
 # --- Metrics ---------------------------------------------------------------------------------
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# When set, /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (Prometheus' authorization).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 WS_AUTHENTICATOR = "accounts.realtime.authenticate_socket"
 # axes.W006 wants lockout per IP too. Locking an IP would lock out every user behind one carrier
 # NAT; per-IP abuse is limited by the "auth" throttle instead, per account by axes.

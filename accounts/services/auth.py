@@ -12,7 +12,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.translation import gettext as _
 from rest_framework import status
@@ -84,10 +84,12 @@ def user_register(
 
     existing = User.objects.select_for_update().filter(**{channel: destination}).first()
     if existing is not None and existing.is_verified:
-        raise Conflict(
-            _("An account with this %(channel)s already exists.") % {"channel": _(channel)},
-            code="already_registered",
+        message = (
+            _("An account with this phone number already exists.")
+            if channel == "phone"
+            else _("An account with this email address already exists.")
         )
+        raise Conflict(message, code="already_registered")
     user = existing or User(handle=_generated_handle(), **{channel: destination})
     user.display_name = display_name
     try:
@@ -134,8 +136,9 @@ def verification_code_issue(*, user: User) -> VerificationCode:
         code_hash=f"{nonce}${_code_hash(nonce, code)}",
         expires_at=now + settings.VERIFICATION_CODE_TTL,
     )
+    language = translation.get_language() or settings.LANGUAGE_CODE  # the text goes out in the asker's language
     transaction.on_commit(
-        lambda: send_verification_code.delay(channel=channel, destination=destination, code=code)
+        lambda: send_verification_code.delay(channel=channel, destination=destination, code=code, language=language)
     )
     return row
 

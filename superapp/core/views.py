@@ -6,8 +6,10 @@ import logging
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
+from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -23,6 +25,14 @@ logger = logging.getLogger(__name__)
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process answers. Touches no dependency."""
     return JsonResponse({"status": "ok"})
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition; with ``METRICS_TOKEN`` set, only for ``Authorization: Bearer <token>``."""
+    token = settings.METRICS_TOKEN
+    if token and not constant_time_compare(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        return json_error_response("not_authenticated", _("A metrics token is required."), 401)
+    return ExportToDjangoView(request)
 
 
 def readyz(request: HttpRequest) -> JsonResponse:

@@ -151,3 +151,13 @@ def test_failed_celery_task_is_counted_as_failure(monkeypatch):
         before, counter, task=task, state="SUCCESS"
     )
     assert not any(name == counter and dict(labels)["state"] == "UNKNOWN" for name, labels in after)
+
+
+def test_metrics_token_guards_the_endpoint(client, settings):
+    settings.METRICS_TOKEN = "s3cret-scrape-token"
+    response = client.get("/metrics")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token")
+    assert response.status_code == 200 and b"django_http_requests" in response.content
