@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import transaction
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from accounts import services as account_services
@@ -17,6 +18,15 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _english():
+    """A request with Accept-Language leaves its language active in the thread (LocaleMiddleware
+    never deactivates); start and leave every test in the default language."""
+    translation.activate("en")
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture
