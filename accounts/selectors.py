@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from superapp.core.errors import NotFound
@@ -47,11 +48,40 @@ def friend_ids(*, user_id: int) -> set[int]:
     return set(_unblocked(Friendship.objects.filter(user_id=user_id), user_id).values_list("friend_id", flat=True))
 
 
+def friend_ids_query(*, user_id: int) -> QuerySet[Friendship]:
+    """``friend_ids`` as an unevaluated query of ``friend_id`` values, to use inside another query
+    (``author_id__in=friend_ids_query(user_id=v)``) so that a read stays one SQL statement."""
+    return _unblocked(Friendship.objects.filter(user_id=user_id), user_id).values("friend_id")
+
+
 def are_friends(*, user_a: int, user_b: int) -> bool:
     """Friends, and no block either way."""
     if user_a == user_b:
         return False
     return _unblocked(Friendship.objects.filter(user_id=user_a, friend_id=user_b), user_a).exists()
+
+
+# Table names come from the models (no input reaches the SQL text); values are parameters.
+_RELATION_SQL = (
+    f"SELECT EXISTS (SELECT 1 FROM {Friendship._meta.db_table} WHERE user_id = %s AND friend_id = %s),"  # noqa: S608
+    f" EXISTS (SELECT 1 FROM {Block._meta.db_table}"
+    f" WHERE (blocker_id = %s AND blocked_id = %s) OR (blocker_id = %s AND blocked_id = %s))"
+    f" FROM {User._meta.db_table} WHERE id = %s AND is_active AND is_verified"
+)
+
+
+def relation_flags(*, user_id: int, other_id: int) -> tuple[bool, bool] | None:
+    """``(friends, blocked_either_way)`` between two users, in one query; ``None`` when
+    ``other_id`` is not an active, verified user. ``friends`` ignores blocks (check both).
+
+    Messaging checks this on every direct message, so it is one plain statement: the same read
+    through the ORM (a queryset annotated with two ``Exists``) cost a sixth of the send path's
+    CPU in bench/messaging_chat.py, most of it compiling the query.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_RELATION_SQL, [user_id, other_id, user_id, other_id, other_id, user_id, other_id])
+        row = cursor.fetchone()
+    return (bool(row[0]), bool(row[1])) if row else None
 
 
 def is_contact(*, user_id: int, other_id: int) -> bool:

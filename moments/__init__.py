@@ -1,1 +1,1 @@
-"""The friends' feed with WeChat's visibility rules. Not built yet."""
+"""Moments: the friends' feed with WeChat's visibility rules (see docs/moments.md)."""

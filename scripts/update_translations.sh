@@ -43,8 +43,11 @@ done
 lang_args=()
 for lang in "${LANGS[@]}"; do lang_args+=(-l "$lang"); done
 # --add-location=file: no line numbers, so that unrelated edits do not churn every .po file.
+# EXTRA_IGNORE: more space-separated patterns to leave out (work in progress elsewhere).
+extra=()
+for pattern in ${EXTRA_IGNORE:-}; do extra+=(--ignore="$pattern"); done
 run_django makemessages "${lang_args[@]}" --add-location=file \
-  --ignore=.venv --ignore=var --ignore=tests --ignore=bench --ignore=build --ignore=dist
+  --ignore=.venv --ignore=var --ignore=tests --ignore=bench --ignore=build --ignore=dist "${extra[@]}"
 
 for lang in "${LANGS[@]}"; do
   po="locale/$lang/LC_MESSAGES/django.po"

@@ -116,10 +116,29 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------------------
-# DB_DRIVER picks the PostgreSQL driver: "psycopg2" (default, with CONN_MAX_AGE) or "psycopg"
-# (psycopg 3, with Django's connection pool when DB_POOL is on). Django prefers psycopg 3
-# whenever it can import it, so choosing psycopg2 hides psycopg 3 from it.
-DB_DRIVER = env.str("DB_DRIVER", default="psycopg2")
+# Measured in bench/ (BENCHMARKS.md, "topology"): REST is served by gunicorn (WSGI), where
+# psycopg2 with persistent connections (CONN_MAX_AGE=60) costs the least per request; psycopg 3
+# costs more CPU per query, with or without Django's pool, and connecting for every request
+# (CONN_MAX_AGE=0) serves less than half as many. Under ASGI persistent connections leak: each request runs
+# in its own thread context, so its connection is never reused and stays open until
+# garbage-collected. Hence the defaults depend on the server interface of this process,
+# recognised by the entry module being imported when the settings load:
+#   wsgi  (superapp.wsgi: gunicorn)            psycopg2, CONN_MAX_AGE=60
+#   asgi  (superapp.asgi: uvicorn; or `manage.py serve`)
+#                                              psycopg 3 with Django's pool; CONN_MAX_AGE>0 refused
+#   other (Celery, commands, tests)            psycopg2, CONN_MAX_AGE=0 (docker-compose gives the
+#                                              Celery worker CONN_MAX_AGE=60: prefork is synchronous)
+# DB_DRIVER: "psycopg2" or "psycopg" (psycopg 3). Django prefers psycopg 3 whenever it can import
+# it, so choosing psycopg2 hides psycopg 3 from it. DB_POOL (psycopg 3 only): Django's pool.
+# DB_HEALTH_CHECKS: check a reused connection (or, with the pool, a lent one) before its first
+# query in a request, so that a database restart fails no request (one round trip each).
+if "superapp.asgi" in sys.modules or sys.argv[1:2] == ["serve"]:
+    SERVER_INTERFACE = "asgi"
+elif "superapp.wsgi" in sys.modules:
+    SERVER_INTERFACE = "wsgi"
+else:
+    SERVER_INTERFACE = ""
+DB_DRIVER = env.str("DB_DRIVER", default="psycopg" if SERVER_INTERFACE == "asgi" else "psycopg2")
 if DB_DRIVER == "psycopg2":
     sys.modules.setdefault("psycopg", None)  # type: ignore[arg-type]
 elif DB_DRIVER != "psycopg":
@@ -127,10 +146,19 @@ elif DB_DRIVER != "psycopg":
 
 if DATABASE_URL:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    if DB_DRIVER == "psycopg" and env.bool("DB_POOL", default=False):
-        DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DB_POOL = env.bool("DB_POOL", default=SERVER_INTERFACE == "asgi" and DB_DRIVER == "psycopg")
+    if DB_POOL and DB_DRIVER != "psycopg":
+        raise ImproperlyConfigured("DB_POOL needs DB_DRIVER=psycopg (Django pools psycopg 3 only).")
+    _conn_max_age = env.int("CONN_MAX_AGE", default=60 if SERVER_INTERFACE == "wsgi" and not DB_POOL else 0)
+    if SERVER_INTERFACE == "asgi" and _conn_max_age:
+        raise ImproperlyConfigured(
+            "CONN_MAX_AGE must be 0 under ASGI (persistent connections leak there); use DB_POOL=1."
+        )
+    if DB_POOL and _conn_max_age:
+        raise ImproperlyConfigured("DB_POOL and CONN_MAX_AGE exclude each other; set CONN_MAX_AGE=0.")
+    DATABASES["default"]["CONN_MAX_AGE"] = _conn_max_age
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_HEALTH_CHECKS", default=True)
+    if DB_POOL:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DB_POOL_MIN", default=2),
             "max_size": env.int("DB_POOL_MAX", default=20),
@@ -367,3 +395,56 @@ WS_AUTHENTICATOR = "accounts.realtime.authenticate_socket"
 # axes.W006 wants lockout per IP too. Locking an IP would lock out every user behind one carrier
 # NAT; per-IP abuse is limited by the "auth" throttle instead, per account by axes.
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+
+# --- Moments (see docs/moments.md) -------------------------------------------------------------
+MOMENTS_TEXT_MAX = 2000
+MOMENTS_COMMENT_MAX = 500
+MOMENTS_IMAGES_MAX = 9
+MOMENTS_IMAGE_MAX_BYTES = 10 * 1024 * 1024
+MOMENTS_IMAGE_MAX_PIXELS = 40_000_000
+MOMENTS_IMAGE_SIZES = (1440, 360)  # full, thumbnail (longest side, px)
+MOMENTS_VIDEO_MAX_BYTES = env.int("MOMENTS_VIDEO_MAX_BYTES", default=18 * 1024 * 1024)  # < MAX_REQUEST_BYTES
+MOMENTS_ORPHAN_MEDIA_HOURS = 24
+MOMENTS_LIKES_SHOWN = 100  # likes (of the viewer's friends) rendered with a post
+MOMENTS_COMMENTS_SHOWN = 20  # comments rendered with a post in a feed; the rest via its comment list
+# Up to this many readers a post is written into the timelines in the publishing transaction;
+# beyond, by the Celery task moments.fan_out_post after commit.
+MOMENTS_FANOUT_INLINE_MAX = env.int("MOMENTS_FANOUT_INLINE_MAX", default=1000)
+CELERY_BEAT_SCHEDULE["moments-purge-orphan-media"] = {"task": "moments.purge_orphan_media", "schedule": 3600.0}
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "MomentsPostKindEnum": "moments.models.Post.Kind",
+        "MomentsMediaKindEnum": "moments.models.Media.Kind",
+        "MomentsNotificationKindEnum": "moments.models.Notification.Kind",
+    }
+)
+
+# --- Push notifications (see docs/push.md) ---------------------------------------------------
+# Which backend delivers to each platform: "console" (log only) for all, or e.g.
+# "android=fcm,web=fcm,ios=apns" (aliases console, fcm, apns, none; or a dotted class path).
+PUSH_BACKENDS = env.str("PUSH_BACKENDS", default="console")
+FCM_SERVICE_ACCOUNT_FILE = env.str("FCM_SERVICE_ACCOUNT_FILE", default="")  # the service account's JSON key
+FCM_PROJECT_ID = env.str("FCM_PROJECT_ID", default="")  # default: the key's project_id
+FCM_BASE_URL = env.str("FCM_BASE_URL", default="https://fcm.googleapis.com")
+APNS_KEY_FILE = env.str("APNS_KEY_FILE", default="")  # the .p8 signing key
+APNS_KEY_ID = env.str("APNS_KEY_ID", default="")
+APNS_TEAM_ID = env.str("APNS_TEAM_ID", default="")
+APNS_TOPIC = env.str("APNS_TOPIC", default="")  # the app's bundle id, unless a device registered its own
+APNS_USE_SANDBOX = env.bool("APNS_USE_SANDBOX", default=False)
+APNS_BASE_URL = env.str("APNS_BASE_URL", default="")  # default: Apple's production or sandbox host
+APNS_CA_FILE = env.str("APNS_CA_FILE", default="")  # default: the system's CA certificates
+PUSH_HTTP_TIMEOUT = env.float("PUSH_HTTP_TIMEOUT", default=10.0)
+PUSH_TTL_SECONDS = env.int("PUSH_TTL_SECONDS", default=24 * 3600)
+PUSH_MAX_ATTEMPTS = env.int("PUSH_MAX_ATTEMPTS", default=5)
+PUSH_RETRY_BACKOFF = env.float("PUSH_RETRY_BACKOFF", default=15.0)  # seconds, doubled per attempt
+PUSH_RETRY_BACKOFF_MAX = env.float("PUSH_RETRY_BACKOFF_MAX", default=900.0)
+PUSH_DEVICES_PER_USER_MAX = env.int("PUSH_DEVICES_PER_USER_MAX", default=20)
+PUSH_DISABLED_RETENTION_DAYS = env.int("PUSH_DISABLED_RETENTION_DAYS", default=30)
+CELERY_BEAT_SCHEDULE["push-purge-disabled-devices"] = {
+    "task": "core.push_purge_disabled_devices",
+    "schedule": 24 * 3600.0,
+}
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["PushPlatformEnum"] = "superapp.core.push.models.PushDevice.Platform"
+# httpx logs every request URL at INFO, and an APNs URL holds the device token; hpack and h2
+# log headers (the bearer tokens) at DEBUG.
+LOGGING["loggers"].update({name: {"level": "WARNING"} for name in ("httpx", "httpcore", "hpack", "h2")})

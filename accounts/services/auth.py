@@ -20,6 +20,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from superapp.core import events as core_events
+from superapp.core import push
 from superapp.core.errors import (
     ApplicationError,
     Conflict,
@@ -278,6 +279,7 @@ def _revoke(session: LoginSession, *, reason: str) -> None:
     session.revoked_at = timezone.now()
     session.revoke_reason = reason
     session.save(update_fields=["revoked_at", "revoke_reason"])
+    push.devices_disable_for_session(session_id=session.id)  # a logged-out phone gets no more pushes
     core_events.publish(
         user_ids=[session.user_id],
         type=events.SESSION_REVOKED,

@@ -56,3 +56,60 @@ class UserStreamAdmin(UserSearchMixin, ReadOnlyAdmin):
     list_select_related = ("user",)
     raw_id_fields = ("user",)
     ordering = ("-user_id",)
+
+
+# --- Push notifications ------------------------------------------------------------------------
+
+from django.utils.translation import ngettext  # noqa: E402
+
+from .push import services as push_services  # noqa: E402
+from .push.models import PushDevice  # noqa: E402
+
+
+@admin.register(PushDevice)
+class PushDeviceAdmin(UserSearchMixin, admin.ModelAdmin):
+    """Devices are registered by the apps; staff may look, disable or delete, never edit a token."""
+
+    list_display = (
+        "id",
+        "user",
+        "platform",
+        "token_hint",
+        "app_id",
+        "last_seen_at",
+        "disabled_at",
+        "disabled_reason",
+    )
+    list_filter = ("platform", "disabled_at")
+    list_select_related = ("user",)
+    raw_id_fields = ("user",)
+    ordering = ("-id",)
+    fields = (
+        "user",
+        "platform",
+        "token_hint",
+        "session_id",
+        "app_id",
+        "locale",
+        "created_at",
+        "last_seen_at",
+        "disabled_at",
+        "disabled_reason",
+    )
+    readonly_fields = fields
+    actions = ("disable_devices",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("token"))
+    def token_hint(self, obj):
+        return obj.token_hint
+
+    @admin.action(description=_("Stop pushing to the selected devices"))
+    def disable_devices(self, request, queryset):
+        count = push_services.devices_disable(
+            device_ids=queryset.values_list("id", flat=True), reason="admin"
+        )
+        message = ngettext("%(count)d device disabled.", "%(count)d devices disabled.", count)
+        self.message_user(request, message % {"count": count})

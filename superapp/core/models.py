@@ -55,3 +55,7 @@ class Event(models.Model):
 
     def envelope(self) -> dict:
         return {"type": self.type, "cursor": self.seq, "data": self.data}
+
+
+# Push devices live in their own package (superapp.core.push); imported here so Django sees the model.
+from .push.models import PushDevice  # noqa: E402, F401

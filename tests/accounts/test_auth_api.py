@@ -255,3 +255,43 @@ def test_auth_endpoints_are_throttled(api, monkeypatch):
     response = api.post("/api/v1/auth/login", {"login": "ghost", "password": "x"}, format="json", REMOTE_ADDR=ip)
     assert_error(response, 429, "throttled")
     assert int(response["Retry-After"]) > 0
+
+
+def test_code_email_goes_out_in_the_asker_language(api, settings, mailoutbox, django_capture_on_commit_callbacks):
+    settings.VERIFICATION_SENDER = "accounts.senders.EmailSender"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            "/api/v1/auth/register",
+            {"email": "ru@example.com", "password": PASSWORD, "display_name": "Иван"},
+            format="json",
+            HTTP_ACCEPT_LANGUAGE="ru",
+        )
+    assert response.status_code == 201
+    (message,) = mailoutbox
+    assert message.to == ["ru@example.com"]
+    assert "код" in message.body.lower() and message.subject != "Your superapp code"
+
+
+def test_register_conflict_message_is_translated(api, make_user, django_capture_on_commit_callbacks):
+    make_user(handle="dee", email="dee@example.com")
+    response = api.post(
+        "/api/v1/auth/register",
+        {"email": "dee@example.com", "password": PASSWORD, "display_name": "D"},
+        format="json",
+        HTTP_ACCEPT_LANGUAGE="zh-hans",
+    )
+    assert_error(response, 409, "already_registered")
+    assert "邮" in response.json()["error"]["message"]
+
+
+def test_logging_out_stops_pushes_to_that_device(make_user, client_for):
+    from superapp.core.push.models import PushDevice
+
+    dee = make_user(handle="dee")
+    phone, laptop = client_for(dee), client_for(dee)
+    for client, token in ((phone, "aa" * 32), (laptop, "bb" * 32)):
+        response = client.post("/api/v1/push/devices", {"platform": "ios", "token": token}, format="json")
+        assert response.status_code == 201, response.json()
+    assert phone.post("/api/v1/auth/logout", {}, format="json").status_code == 204
+    assert PushDevice.objects.get(token="aa" * 32).disabled_at is not None
+    assert PushDevice.objects.get(token="bb" * 32).disabled_at is None

@@ -1,0 +1,52 @@
+"""Helpers for the Moments tests: publishing, images, reading feeds and albums."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from moments import services
+from moments.models import Post
+
+
+def image_bytes(fmt: str = "JPEG", size=(64, 48), color=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def image_upload(name: str = "photo.jpg", **kwargs) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, image_bytes(**kwargs), content_type="image/jpeg")
+
+
+MP4_HEAD = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64
+
+
+def video_upload(name: str = "clip.mp4", data: bytes = MP4_HEAD) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type="video/mp4")
+
+
+def publish(author, text: str = "hello", **kwargs) -> Post:
+    return services.post_publish(author=author, text=text, **kwargs)
+
+
+def feed_ids(client, **params) -> list[int]:
+    response = client.get("/api/v1/moments/feed", params)
+    assert response.status_code == 200, response.content
+    return [p["id"] for p in response.json()["results"]]
+
+
+def album_ids(client, user_id, **params) -> list[int]:
+    response = client.get(f"/api/v1/moments/users/{user_id}/posts", params)
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.content
+    return [p["id"] for p in response.json()["results"]]
+
+
+@pytest.fixture
+def dave(make_user):
+    return make_user(handle="dave")
