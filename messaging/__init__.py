@@ -1,1 +1,1 @@
-"""1:1 and group chat, media, live streams. Not built yet: see the messaging issue."""
+"""1:1 and group chat over REST and the /ws/ socket, media, recall, search, push (docs/messaging.md)."""

@@ -14,6 +14,7 @@ from superapp.core import views as core_views
 api_v1 = [
     path("", include("accounts.api.urls")),
     path("moments/", include("moments.api.urls")),
+    path("messaging/", include("messaging.api.urls")),
     path("sync", core_views.SyncView.as_view(), name="sync"),
     path("push/", include("superapp.core.push.api.urls")),
 ]

@@ -86,6 +86,8 @@ class EventConsumer(AsyncWebsocketConsumer):
         open_websockets.inc()
         websocket_connections.labels(outcome="accepted").inc()
         logger.info("ws connect user=%s session=%s", self.identity.user_id, self.identity.session_id)
+        if realtime.has_socket_hooks("connect"):
+            await database_sync_to_async(realtime.run_socket_hooks)("connect", self.identity, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         if self.identity is None:
@@ -94,6 +96,8 @@ class EventConsumer(AsyncWebsocketConsumer):
         for group in self.groups:
             await self.channel_layer.group_discard(group, self.channel_name)
         logger.info("ws disconnect user=%s code=%s", self.identity.user_id, code)
+        if realtime.has_socket_hooks("disconnect"):
+            await database_sync_to_async(realtime.run_socket_hooks)("disconnect", self.identity, self.channel_name)
 
     # --- frames from the client ------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -116,7 +120,11 @@ class EventConsumer(AsyncWebsocketConsumer):
                     _("Unknown frame type '%(type)s'.") % {"type": frame["type"][:64]},
                     code="unknown_frame",
                 )
-            reply = await database_sync_to_async(self._run_handler)(handler, frame)
+            # Not thread-sensitive: handlers of different sockets run side by side in the executor's
+            # threads (each borrows a pooled connection and closes it after), instead of queueing
+            # behind one another on the single thread-sensitive thread of the process. One socket's
+            # frames still run one at a time, in order (this method awaits the handler).
+            reply = await database_sync_to_async(self._run_handler, thread_sensitive=False)(handler, frame)
         except ApplicationError as exc:
             reply = {"type": "error", **exc.as_dict()}
         except Exception:

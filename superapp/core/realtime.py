@@ -10,6 +10,7 @@ their frames from ``AppConfig.ready()``::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from django.utils.translation import gettext as _
 
 from . import events
 from .errors import ValidationFailed
+
+logger = logging.getLogger(__name__)
 
 FrameHandler = Callable[..., dict[str, Any]]
 _handlers: dict[str, FrameHandler] = {}
@@ -58,6 +61,35 @@ def frame_handler(frame_type: str) -> Callable[[FrameHandler], FrameHandler]:
 
 def get_frame_handler(frame_type: str) -> FrameHandler | None:
     return _handlers.get(frame_type)
+
+
+# Socket lifecycle hooks: apps learn that a socket of a user opened or closed (presence), without
+# the consumer knowing any app. A hook runs in a worker thread; its failure is logged, never raised.
+SocketHook = Callable[[SocketIdentity, str], None]
+_socket_hooks: dict[str, list[SocketHook]] = {"connect": [], "disconnect": []}
+
+
+def socket_hook(event: str) -> Callable[[SocketHook], SocketHook]:
+    """Register ``hook(identity, channel_name)`` for ``"connect"`` or ``"disconnect"``."""
+
+    def register(func: SocketHook) -> SocketHook:
+        if func not in _socket_hooks[event]:
+            _socket_hooks[event].append(func)
+        return func
+
+    return register
+
+
+def has_socket_hooks(event: str) -> bool:
+    return bool(_socket_hooks[event])
+
+
+def run_socket_hooks(event: str, identity: SocketIdentity, channel_name: str) -> None:
+    for hook in _socket_hooks[event]:
+        try:
+            hook(identity, channel_name)
+        except Exception:
+            logger.exception("socket %s hook %s failed", event, getattr(hook, "__name__", hook))
 
 
 def _int_field(frame: dict[str, Any], name: str, default: int | None = None) -> int:

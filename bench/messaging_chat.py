@@ -1,0 +1,539 @@
+"""Scenario ``messaging``: chat over the /ws/ socket on the production topology, with its anchors.
+
+Measured in one run, on PostgreSQL + Redis, through nginx (``deploy/nginx.conf``) to uvicorn
+(``deploy/asgi.sh``'s flags, psycopg 3 with Django's pool; ``ASGI_WORKERS`` processes, default 1
+as in docker-compose):
+
+1. **Throughput**: messages accepted (stored, published, acknowledged) per second over the socket,
+   each sender waiting for its ack before the next message: 1 sender, then 16 senders in 16
+   direct chats, their receivers connected. Anchor: a bare ``INSERT`` of the same rows (the
+   message and its two event rows) ``+ COMMIT`` per message, through psycopg, on 1 and on 16
+   connections. Goal: 1,000 msg/s with 16 senders.
+2. **Latency** from the sender's frame to the receiver's frame: in a 2-member chat (one message
+   at a time), and in a 500-member group with every member connected, until the last of the 499
+   others has it. Every receiving socket checks its cursors: gaps and duplicates are counted.
+   Anchor: a Redis ``PUBLISH`` round trip to one subscriber. Goals: p50 < 5 ms and p99 < 20 ms
+   (2 members), p99 < 150 ms (500 members), 0 gaps, 0 duplicates.
+3. **Reconnect sync**: a device that missed 1,000 messages connects and pages through
+   ``sync since <cursor>`` until caught up; the time from opening the socket to the last event.
+
+Uses only the database ``superapp_msg_bench`` (``MSG_BENCH_DB``) and Redis db 6
+(``MSG_BENCH_REDIS_URL``). Run: ``python -m bench.messaging_chat`` (or ``python -m bench messaging``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from . import env, servers
+from .env import ROOT, RUN_DIR
+from .measure import save
+
+DB_NAME = os.environ.get("MSG_BENCH_DB", "superapp_msg_bench")
+REDIS_URL = os.environ.get("MSG_BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+ASGI_WORKERS = int(os.environ.get("ASGI_WORKERS", "1"))
+SENDERS = 16
+LATENCY_MESSAGES = 500
+GROUP_MESSAGES = 40
+SYNC_MESSAGES = 1000
+
+if not DB_NAME.startswith("superapp_msg"):
+    raise SystemExit("MSG_BENCH_DB must start with superapp_msg (never a shared database).")
+
+
+def _db_url(app: str) -> str:
+    return f"{env.PG}/{DB_NAME}?application_name={app}"
+
+
+def _env(app: str, **extra: str) -> dict[str, str]:
+    out = env.server_env(app_name=app, **extra)
+    out.update(DATABASE_URL=_db_url(app), REDIS_URL=REDIS_URL)
+    return out
+
+
+def _prepare() -> dict[str, Any]:
+    """A fresh database and Redis db, migrated and seeded; returns the seed (ids, tokens)."""
+    env.psql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    env.psql(f'CREATE DATABASE "{DB_NAME}"')
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    setup = _env("msg_setup", DB_DRIVER="psycopg2")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=setup, check=True
+    )
+    out = RUN_DIR / "messaging-seed.json"
+    subprocess.run([sys.executable, "-m", "bench.messaging_seed", str(out)], cwd=ROOT, env=setup, check=True)
+    return json.loads(out.read_text())
+
+
+# --- anchors ---------------------------------------------------------------------------------------
+
+
+def _insert_anchor(connections: int, seconds: float) -> float:
+    """Messages/s of a bare INSERT of one message row and two event rows + COMMIT, per message."""
+    import psycopg
+
+    payload = json.dumps({"id": 1, "conversation_id": 1, "seq": 1, "sender_id": 1, "client_msg_id": "c-1",
+                          "kind": "text", "text": "hello " * 4, "content": {}, "reply_to": None, "mentions": [],
+                          "mention_all": False, "forwarded": False, "created_at": "2026-01-01T00:00:00Z",
+                          "recalled": False, "recalled_at": None, "recalled_by": None})  # fmt: skip
+    counts = [0] * connections
+    stop = time.monotonic() + seconds
+    barrier = threading.Barrier(connections)
+
+    def work(index: int) -> None:
+        with psycopg.connect(_db_url("msg_anchor")) as conn:
+            conn.execute("CREATE TEMP TABLE m (LIKE messaging_message INCLUDING ALL)")
+            conn.execute("CREATE TEMP TABLE e (LIKE core_event INCLUDING ALL)")
+            conn.commit()
+            seq = 0
+            barrier.wait()
+            while time.monotonic() < stop:
+                seq += 1
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "INSERT INTO m (id, conversation_id, seq, sender_id, client_msg_id, kind, text, content, mentions,"
+                        " mention_all, forwarded, created_at) VALUES (%s, 1, %s, 1, %s, 'text', %s, '{}', '[]', false,"
+                        " false, now())",
+                        (seq, seq, f"c{seq}", "hello " * 4),
+                    )
+                    cur.executemany(
+                        "INSERT INTO e (id, user_id, seq, type, data, created_at) VALUES (%s, %s, %s, 'message.new', %s, now())",
+                        [(seq * 2, 1, seq, payload), (seq * 2 + 1, 2, seq, payload)],
+                    )
+                conn.commit()
+                counts[index] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(connections)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+async def _publish_anchor(samples: int = 2000) -> list[float]:
+    """Round trips (ms) of a Redis PUBLISH to one subscriber."""
+    import redis.asyncio as aioredis
+
+    sub_client, pub_client = aioredis.Redis.from_url(REDIS_URL), aioredis.Redis.from_url(REDIS_URL)
+    pubsub = sub_client.pubsub()
+    await pubsub.subscribe("msg-bench-anchor")
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    out = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        await pub_client.publish("msg-bench-anchor", str(i))
+        while True:
+            got = await pubsub.get_message(timeout=1)
+            if got and got["type"] == "message":
+                break
+        out.append((time.perf_counter() - t0) * 1000)
+    await pubsub.aclose()
+    await sub_client.aclose()
+    await pub_client.aclose()
+    return out[100:]  # warm-up
+
+
+# --- socket clients ---------------------------------------------------------------------------------
+
+
+class Client:
+    """One device: a socket, replies matched by ``ref``, cursor checks on every stored event."""
+
+    _refs = itertools.count(1)
+
+    def __init__(self, ws, on_event=None) -> None:
+        self.ws = ws
+        self.pending: dict[int, asyncio.Future] = {}
+        self.on_event = on_event
+        self.last_cursor: int | None = None
+        self.gaps = self.dups = 0
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, token: str, on_event=None) -> Client:
+        import websockets
+
+        ws = await websockets.connect(url, subprotocols=["superapp.v1", f"superapp.auth.{token}"], open_timeout=30,
+                                      max_size=2**22, ping_interval=None)  # fmt: skip
+        return cls(ws, on_event)
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                frame = json.loads(raw)
+                ref = frame.get("ref")
+                if ref is not None and ref in self.pending:
+                    self.pending.pop(ref).set_result(frame)
+                    continue
+                cursor = frame.get("cursor")
+                if cursor is not None and "data" in frame:
+                    if self.last_cursor is not None:
+                        if cursor <= self.last_cursor:
+                            self.dups += 1
+                        elif cursor != self.last_cursor + 1:
+                            self.gaps += 1
+                    self.last_cursor = max(cursor, self.last_cursor or 0)
+                if self.on_event is not None:
+                    self.on_event(frame)
+        except Exception:  # the socket closed
+            pass
+
+    async def call(self, frame: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        ref = next(self._refs)
+        future = asyncio.get_running_loop().create_future()
+        self.pending[ref] = future
+        await self.ws.send(json.dumps({**frame, "ref": ref}))
+        return await asyncio.wait_for(future, timeout)
+
+    async def sync_to_head(self) -> None:
+        """Learn the current cursor (the next stored event must be head + 1)."""
+        pong = await self.call({"type": "ping"})
+        self.last_cursor = pong["cursor"]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.reader.cancel()
+
+
+def _text_frame(conversation_id: int, cmid: str, text: str = "hello hello hello hello") -> dict[str, Any]:
+    return {
+        "type": "message.send",
+        "conversation_id": conversation_id,
+        "client_msg_id": cmid,
+        "kind": "text",
+        "text": text,
+    }
+
+
+async def _throughput(url: str, pairs: list[dict], seconds: float, tag: str) -> tuple[float, int]:
+    """Closed loop: each sender sends, waits for its ack, sends again. Returns (msg/s, errors)."""
+    receivers = [await Client.open(url, p["receiver"]["token"]) for p in pairs]
+    senders = [await Client.open(url, p["sender"]["token"]) for p in pairs]
+    counts = [0] * len(pairs)
+    errors = [0]
+
+    async def loop(index: int, until: float, counting: bool) -> None:
+        sender, conv = senders[index], pairs[index]["conversation_id"]
+        n = 0
+        while time.monotonic() < until:
+            n += 1
+            reply = await sender.call(_text_frame(conv, f"{tag}-{index}-{n}-{counting}"))
+            if reply.get("type") != "message.send.result":
+                errors[0] += 1
+            elif counting:
+                counts[index] += 1
+
+    warm = time.monotonic() + 1.0
+    await asyncio.gather(*(loop(i, warm, False) for i in range(len(pairs))))
+    started = time.monotonic()
+    await asyncio.gather(*(loop(i, started + seconds, True) for i in range(len(pairs))))
+    elapsed = time.monotonic() - started
+    for c in receivers + senders:
+        await c.close()
+    return sum(counts) / elapsed, errors[0]
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def _latency_pair(url: str, pair: dict, count: int, key: str = "") -> dict[str, Any]:
+    arrived: dict[str, float] = {}
+    waiters: dict[str, asyncio.Future] = {}
+
+    def on_event(frame):
+        if frame.get("type") == "message.new":
+            cmid = frame["data"].get("client_msg_id")
+            if cmid in waiters and not waiters[cmid].done():
+                arrived[cmid] = time.perf_counter()
+                waiters[cmid].set_result(None)
+
+    receiver = await Client.open(url, pair["receiver"]["token"], on_event)
+    sender = await Client.open(url, pair["sender"]["token"])
+    await receiver.sync_to_head()
+    conv = pair["conversation_id"]
+    latencies = []
+    for i in range(count + 50):
+        cmid = f"lat-{key}-{i}"
+        waiters[cmid] = asyncio.get_running_loop().create_future()
+        t0 = time.perf_counter()
+        await sender.call(_text_frame(conv, cmid))
+        await asyncio.wait_for(waiters[cmid], 30)
+        if i >= 50:  # warm-up
+            latencies.append((arrived[cmid] - t0) * 1000)
+    result = {"latencies": latencies, "gaps": receiver.gaps, "dups": receiver.dups}
+    await sender.close()
+    await receiver.close()
+    return result
+
+
+async def _latency_group(url: str, group: dict, count: int, key: str = "") -> dict[str, Any]:
+    members = group["members"]
+    expected = len(members)
+    state: dict[str, Any] = {}
+
+    def on_event(frame):
+        if frame.get("type") == "message.new":
+            cmid = frame["data"].get("client_msg_id")
+            entry = state.get(cmid)
+            if entry is not None:
+                entry["n"] += 1
+                entry["last"] = time.perf_counter()
+                if entry["first"] is None:
+                    entry["first"] = entry["last"]
+                if entry["n"] == expected:
+                    entry["done"].set_result(None)
+
+    clients = []
+    for start in range(0, len(members), 50):
+        batch = members[start : start + 50]
+        clients += await asyncio.gather(*(Client.open(url, m["token"], on_event) for m in batch))
+    owner = await Client.open(url, group["owner"]["token"])
+    await asyncio.gather(*(c.sync_to_head() for c in clients))
+    await asyncio.sleep(1)  # presence announcements settle
+    conv = group["conversation_id"]
+    last, first = [], []
+    for i in range(count + 5):
+        cmid = f"grp-{key}-{i}"
+        state[cmid] = {
+            "n": 0,
+            "first": None,
+            "last": None,
+            "done": asyncio.get_running_loop().create_future(),
+        }
+        t0 = time.perf_counter()
+        await owner.call(_text_frame(conv, cmid))
+        await asyncio.wait_for(state[cmid]["done"], 60)
+        if i >= 5:
+            last.append((state[cmid]["last"] - t0) * 1000)
+            first.append((state[cmid]["first"] - t0) * 1000)
+    result = {
+        "last": last,
+        "first": first,
+        "gaps": sum(c.gaps for c in clients),
+        "dups": sum(c.dups for c in clients),
+    }
+    for c in [*clients, owner]:
+        await c.close()
+    return result
+
+
+async def _reconnect_sync(url: str, pair: dict, count: int, key: str = "") -> dict[str, Any]:
+    receiver = await Client.open(url, pair["receiver"]["token"])
+    await receiver.sync_to_head()
+    cursor = receiver.last_cursor
+    await receiver.close()
+    sender = await Client.open(url, pair["sender"]["token"])
+    conv = pair["conversation_id"]
+    sent = []
+    for i in range(count):
+        reply = await sender.call(_text_frame(conv, f"sync-{key}-{i}", f"missed {i}"))
+        sent.append(reply["message"]["id"])
+    await sender.close()
+    t0 = time.perf_counter()
+    device = await Client.open(url, pair["receiver"]["token"])
+    got, pages, since = [], 0, cursor
+    while True:
+        page = await device.call({"type": "sync", "since": since, "limit": 500})
+        pages += 1
+        got += [e["data"]["id"] for e in page["events"] if e["type"] == "message.new"]
+        since = page["cursor"]
+        if not page["has_more"]:
+            break
+    elapsed = (time.perf_counter() - t0) * 1000
+    await device.close()
+    return {
+        "ms": elapsed,
+        "pages": pages,
+        "complete": got == sent,
+        "received": len(got),
+        "unique": len(set(got)),
+    }
+
+
+async def _anchors(seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    print("messaging: anchor, Redis PUBLISH round trip", flush=True)
+    out["publish"] = await _publish_anchor()
+    print("messaging: anchor, INSERT + COMMIT", flush=True)
+    loop = asyncio.get_running_loop()
+    out["insert1"] = await loop.run_in_executor(None, _insert_anchor, 1, seconds)
+    out["insert16"] = await loop.run_in_executor(None, _insert_anchor, SENDERS, seconds)
+    return out
+
+
+async def _measure(url: str, seed: dict, seconds: float, key: str) -> dict[str, Any]:
+    pairs = seed["pairs"]
+    out: dict[str, Any] = {}
+    print(f"messaging [{key}]: throughput, 1 sender", flush=True)
+    out["tp1"] = await _throughput(url, pairs[:1], seconds, f"tp1{key}")
+    print(f"messaging [{key}]: throughput, {SENDERS} senders", flush=True)
+    out["tp16"] = await _throughput(url, pairs[:SENDERS], seconds, f"tp16{key}")
+    print(f"messaging [{key}]: latency, 2 members", flush=True)
+    out["pair"] = await _latency_pair(url, pairs[SENDERS], LATENCY_MESSAGES, key)
+    print(f"messaging [{key}]: latency, 500 members", flush=True)
+    out["group"] = await _latency_group(url, seed["group"], GROUP_MESSAGES, key)
+    print(f"messaging [{key}]: reconnect sync of 1,000 messages", flush=True)
+    out["sync"] = await _reconnect_sync(url, pairs[SENDERS], SYNC_MESSAGES, key)
+    print(f"  {out['tp1'][0]:.0f} / {out['tp16'][0]:.0f} msg/s; p50 {_pct(out['pair']['latencies'], 50):.1f} ms; "
+          f"500: p99 {_pct(out['group']['last'], 99):.0f} ms; sync {out['sync']['ms']:.0f} ms", flush=True)  # fmt: skip
+    return out
+
+
+# The channel layer variants measured (settings.py: CHANNEL_LAYER_BACKEND).
+VARIANTS = [
+    ("redis", "channels-redis list-based layer", {"CHANNEL_LAYER_BACKEND": "redis"}),
+    ("pubsub", "channels-redis Pub/Sub layer (production default)", {"CHANNEL_LAYER_BACKEND": "pubsub"}),
+]
+
+
+def _nginx(wsgi_port: int, asgi_port: int) -> servers.Server:
+    """``bench.servers.nginx`` (deploy/nginx.conf, one worker) with room for 500+ sockets: each
+    proxied socket holds two connections, and the stock 1,024 ``worker_connections`` stop at ~500."""
+    server = servers.nginx("msg_nginx", wsgi_port, asgi_port)
+    server.stop()
+    home = RUN_DIR / "msg_nginx"
+    conf = home / "nginx.conf"
+    conf.write_text(conf.read_text().replace("worker_connections 1024;", "worker_connections 4096;"))
+    argv = ["nginx", "-p", str(home), "-c", str(conf), "-g", "daemon off;"]
+    server.__init__("msg_nginx", argv, None, server.port, "/healthz")
+    return server
+
+
+def run(*, rounds: int = 1, seconds: float = 5.0) -> str:
+    seconds = max(seconds, 5.0)
+    print(f"messaging: preparing {DB_NAME} (migrate, seed 534 users, 17 chats, a group of 500)", flush=True)
+    seed = _prepare()
+    load_before = env.load_average()
+    result: dict[str, Any] = {"anchors": asyncio.run(_anchors(seconds)), "variants": {}}
+    for key, _label, extra in VARIANTS:
+        items: list[servers.Server] = []
+        try:
+            asgi_env = _env("msg_asgi", DB_DRIVER="psycopg", DB_POOL="1", CONN_MAX_AGE="0", **extra)
+            asgi = servers.uvicorn(f"msg_asgi_{key}", asgi_env, workers=ASGI_WORKERS)
+            wsgi = servers.gunicorn(
+                f"msg_wsgi_{key}",
+                _env("msg_wsgi", DB_DRIVER="psycopg2", CONN_MAX_AGE="60", **extra),
+                workers=1,
+            )
+            items += [asgi, wsgi]
+            asgi.wait_ready()
+            wsgi.wait_ready()
+            proxy = _nginx(wsgi.port, asgi.port)
+            items.append(proxy)
+            proxy.wait_ready()
+            url = proxy.url.replace("http://", "ws://") + "/ws/"
+            result["variants"][key] = asyncio.run(_measure(url, seed, seconds, key))
+        finally:
+            for item in reversed(items):
+                item.stop()
+    result["load"] = (load_before, env.load_average())
+    save("messaging", result)
+    return report(result, seconds)
+
+
+def report(r: dict[str, Any], seconds: float) -> str:
+    a = r["anchors"]
+    pub50, pub99 = _pct(a["publish"], 50), _pct(a["publish"], 99)
+    keys = [k for k, _, _ in VARIANTS if k in r["variants"]]
+    labels = {k: label for k, label, _ in VARIANTS}
+    v = r["variants"]
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "**NOT met**"
+
+    def cells(fn) -> str:
+        return " | ".join(fn(v[k]) for k in keys)
+
+    def lat(x, p):
+        return _pct(x["pair"]["latencies"], p)
+
+    def grp(x, p, which="last"):
+        return _pct(x["group"][which], p)
+
+    head = " | ".join(labels[k] for k in keys)
+    default = v[keys[0]]
+    best16 = max(x["tp16"][0] for x in v.values())
+    lines = [
+        f"### messaging: chat over /ws/ (nginx -> uvicorn x{ASGI_WORKERS}, psycopg 3 pool, Redis)",
+        "",
+        f"Load average before/after: {r['load'][0]} / {r['load'][1]}; {seconds:g} s per throughput run; "
+        f"anchors: INSERT + COMMIT of the rows of one message (1 message + 2 events) {a['insert1']:,.0f}/s on 1 "
+        f"connection, {a['insert16']:,.0f}/s on {SENDERS}; Redis PUBLISH round trip to one subscriber p50 {pub50:.2f} ms, "
+        f"p99 {pub99:.2f} ms.",
+        "",
+        f"| measure | {head} | anchor | goal |",
+        "|---|" + "---:|" * len(keys) + "---|---|",
+        "| msg/s accepted, 1 sender | "
+        + cells(lambda x: f"{x['tp1'][0]:,.0f} ({x['tp1'][0] / a['insert1']:.3f}x)")
+        + f" | INSERT + COMMIT, 1 conn.: {a['insert1']:,.0f}/s | |",
+        f"| msg/s accepted, {SENDERS} senders in {SENDERS} chats | "
+        + cells(lambda x: f"{x['tp16'][0]:,.0f} ({x['tp16'][0] / a['insert16']:.3f}x)")
+        + f" | INSERT + COMMIT, {SENDERS} conn.: {a['insert16']:,.0f}/s | >= 1,000: {ok(best16 >= 1000)} |",
+        "| latency, 2 members, p50 / p99 (ms) | "
+        + cells(
+            lambda x: (
+                f"{lat(x, 50):.1f} / {lat(x, 99):.1f} ({lat(x, 50) / pub50:.0f}x / {lat(x, 99) / pub99:.0f}x)"
+            )
+        )
+        + f" | PUBLISH {pub50:.2f} / {pub99:.2f} | < 5 / < 20: {ok(lat(default, 50) < 5 and lat(default, 99) < 20)} |",
+        "| latency, 500 members, until the last of 499 has it, p50 / p99 (ms) | "
+        + cells(lambda x: f"{grp(x, 50):.0f} / {grp(x, 99):.0f} ({grp(x, 99) / pub99:.0f}x p99)")
+        + f" | PUBLISH {pub50:.2f} / {pub99:.2f} | p99 < 150: {ok(min(grp(x, 99) for x in v.values()) < 150)} |",
+        "| latency, 500 members, the first member, p50 (ms) | "
+        + cells(lambda x: f"{grp(x, 50, 'first'):.0f}")
+        + " | | |",
+        "| gaps / duplicates seen by receiving sockets | "
+        + cells(
+            lambda x: f"{x['pair']['gaps'] + x['group']['gaps']} / {x['pair']['dups'] + x['group']['dups']}"
+        )
+        + " | | 0 / 0: "
+        + ok(
+            all(
+                x["pair"]["gaps"] + x["group"]["gaps"] + x["pair"]["dups"] + x["group"]["dups"] == 0
+                for x in v.values()
+            )
+        )
+        + " |",
+        f"| reconnect: sync of {SYNC_MESSAGES:,} missed messages (connect to caught up) | "
+        + cells(
+            lambda x: (
+                f"{x['sync']['ms']:.0f} ms, {x['sync']['pages']} pages"
+                + ("" if x["sync"]["complete"] else " INCOMPLETE")
+            )
+        )
+        + " | | |",
+        "",
+        f"Samples per variant: {LATENCY_MESSAGES} messages (2 members), {GROUP_MESSAGES} messages x 499 receivers "
+        f"(500 members), each after warm-up; every sync returned each missed message once, in order, unless marked.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    env.ensure_tools()
+    print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(f"Machine: {env.machine()}")
+    print(f"Command: python -m bench.messaging_chat {' '.join(sys.argv[1:])}")
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+    text = run(seconds=seconds)
+    print()
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""Messages: send (idempotent), recall, delete for me, forward, read marks, typing."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts import selectors as account_selectors
+from superapp.core import events as core_events
+from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+
+from .. import content, events, notifications, realtime_fanout
+from ..models import Attachment, Conversation, HiddenMessage, Member, Message
+from . import _core
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message: Message
+    created: bool  # False: a retry of a message already stored (same client_msg_id)
+
+
+def _direct_conversation(*, sender_id: int, peer_id: int) -> tuple[Conversation, bool]:
+    """The direct conversation of the pair, created (with both members) when missing."""
+    if peer_id == sender_id:
+        raise ValidationFailed(
+            _("You cannot message yourself."), code="invalid", fields={"to_user_id": [_("Yourself.")]}
+        )
+    _core.check_direct_allowed(sender_id=sender_id, peer_id=peer_id)
+    low, high = sorted((sender_id, peer_id))
+    conv, created = Conversation.objects.get_or_create(
+        kind=Conversation.Kind.DIRECT, user_low_id=low, user_high_id=high, defaults={"member_count": 2}
+    )
+    if created:
+        Member.objects.bulk_create([Member(conversation=conv, user_id=uid) for uid in (low, high)])
+    return conv, created
+
+
+def _resolve_media(draft: content.Draft, *, sender_id: int) -> dict[str, Any]:
+    attachment = Attachment.objects.filter(pk=draft.media_id, owner_id=sender_id).first()
+    if attachment is None:
+        raise ValidationFailed(
+            _("No such upload."), code="media_not_found", fields={"content.media_id": [_("Upload it first.")]}
+        )
+    if attachment.kind != draft.kind:
+        raise ValidationFailed(
+            _("The upload is not of this kind."),
+            code="media_kind_mismatch",
+            fields={"kind": [attachment.kind]},
+        )
+    if attachment.used_at is None:
+        Attachment.objects.filter(pk=attachment.pk).update(used_at=timezone.now())
+    from .media import attachment_content
+
+    return attachment_content(attachment)
+
+
+def _resolve_contact(draft: content.Draft, *, sender_id: int) -> dict[str, Any]:
+    assert draft.contact_user_id is not None
+    try:
+        target = account_selectors.user_get(user_id=draft.contact_user_id)
+        viewer = account_selectors.user_get(user_id=sender_id)
+    except NotFound:
+        target = None
+    if target is None or not account_selectors.profile_visible(viewer=viewer, target=target):
+        raise ValidationFailed(
+            _("No such user."), code="user_not_found", fields={"content.user_id": [_("Unknown.")]}
+        )
+    return {"user": events.user_brief(target)}
+
+
+def _check_mentions(r: _core.Roster, draft: content.Draft, *, sender: Member) -> None:
+    if not draft.mentions and not draft.mention_all:
+        return
+    if not r.conversation.is_group:
+        raise ValidationFailed(
+            _("Mentions are for groups."), fields={"mentions": [_("Not in a direct chat.")]}
+        )
+    if draft.mention_all and not sender.is_manager:
+        raise Forbidden(_("Only the owner and admins can mention everyone."), code="mention_all_forbidden")
+    strangers = [uid for uid in draft.mentions if uid not in r.members]
+    if strangers:
+        raise ValidationFailed(
+            _("Only members can be mentioned."), code="invalid_mention", fields={"mentions": [str(strangers)]}
+        )
+
+
+def _reply_target(r: _core.Roster, seq: int | None, *, member: Member) -> Message | None:
+    if seq is None:
+        return None
+    target = Message.objects.filter(conversation=r.conversation, seq=seq, seq__gt=member.joined_seq).first()
+    if target is None or target.kind == Message.Kind.SYSTEM:
+        raise ValidationFailed(
+            _("No such message to reply to."), code="bad_seq", fields={"reply_to_seq": [_("Unknown.")]}
+        )
+    return target
+
+
+def _existing(
+    sender_id: int, client_msg_id: str, conversation_id: int | None, to_user_id: int | None
+) -> Message:
+    msg = (
+        Message.objects.select_related("reply_to", "conversation")
+        .filter(sender_id=sender_id, client_msg_id=client_msg_id)
+        .first()
+    )
+    if msg is None:
+        raise Conflict(_("The message could not be stored; retry."), code="retry")
+    conv = msg.conversation
+    same = (conversation_id is not None and conv.pk == conversation_id) or (
+        to_user_id is not None
+        and conv.kind == Conversation.Kind.DIRECT
+        and to_user_id in (conv.user_low_id, conv.user_high_id)
+    )
+    if not same:
+        raise Conflict(
+            _("This client_msg_id was used for another conversation."), code="client_msg_id_reused"
+        )
+    return msg
+
+
+def message_send(
+    *,
+    sender_id: int,
+    client_msg_id: Any,
+    kind: Any,
+    conversation_id: Any = None,
+    to_user_id: Any = None,
+    text: Any = "",
+    content_fields: Any = None,
+    reply_to_seq: Any = None,
+    mentions: Any = None,
+    mention_all: Any = False,
+) -> SendResult:
+    """Store a message and publish it to every active member's stream (their devices are rung
+    after commit). Exactly one of ``conversation_id`` / ``to_user_id`` (a direct chat, created on
+    the first message).
+
+    Idempotent on ``(sender, client_msg_id)``: a retry (also a concurrent one) returns the stored
+    message with ``created=False`` and publishes nothing.
+    """
+    client_msg_id = content.check_client_msg_id(client_msg_id)
+    draft = content.check_draft(
+        kind=kind, text=text, content=content_fields, reply_to_seq=reply_to_seq, mentions=mentions,
+        mention_all=mention_all,
+    )  # fmt: skip
+    if (conversation_id is None) == (to_user_id is None):
+        raise ValidationFailed(
+            _("Give conversation_id or to_user_id."),
+            fields={"conversation_id": [_("One of the two is required.")]},
+        )
+    conversation_id = content.positive_int(conversation_id, "conversation_id", allow_none=True)
+    to_user_id = content.positive_int(to_user_id, "to_user_id", allow_none=True)
+    try:
+        with transaction.atomic():
+            return _send(sender_id, client_msg_id, draft, conversation_id, to_user_id)
+    except IntegrityError:
+        # Another send with this client_msg_id committed first (the unique constraint decided).
+        return SendResult(_existing(sender_id, client_msg_id, conversation_id, to_user_id), created=False)
+
+
+def _send(
+    sender_id: int,
+    client_msg_id: str,
+    draft: content.Draft,
+    conversation_id: int | None,
+    to_user_id: int | None,
+) -> SendResult:
+    specs: list[core_events.EventSpec] = []
+    claimed = False
+    if to_user_id is not None:
+        conv, created = _direct_conversation(sender_id=sender_id, peer_id=to_user_id)
+        conversation_id = conv.pk
+        r = _core.roster(conv.pk, user_id=sender_id)
+        if created:  # (the pair's relation was checked by _direct_conversation)
+            specs.append(
+                core_events.EventSpec(
+                    r.user_ids, events.CONVERSATION_NEW, {"conversation": events.conversation(r.conversation)}
+                )
+            )
+    else:
+        # The fast lane: one statement locks the conversation, checks membership, takes the
+        # number and moves my read mark; a direct chat needs no member query (nobody leaves it).
+        assert conversation_id is not None
+        conv = _core.claim_seq(conversation_id, reader_id=sender_id)
+        if conv.kind == Conversation.Kind.DIRECT:
+            r = _core.direct_roster(conv)
+        else:
+            r = _core.Roster(conv, _core.active_members([conv.pk]).get(conv.pk, {}))
+        _core.check_can_post(r, sender_id=sender_id)
+        claimed = True
+    member = r.members[sender_id]
+    _check_mentions(r, draft, sender=member)
+    reply_to = _reply_target(r, draft.reply_to_seq, member=member)
+    body = draft.content
+    if draft.media_id is not None:
+        body = _resolve_media(draft, sender_id=sender_id)
+    elif draft.contact_user_id is not None:
+        body = _resolve_contact(draft, sender_id=sender_id)
+    msg = _core.append(
+        r, sender_id=sender_id, kind=draft.kind, text=draft.text, body=body, client_msg_id=client_msg_id,
+        reply_to=reply_to, mentions=draft.mentions, mention_all=draft.mention_all, reader_id=sender_id,
+        claimed=claimed,
+    )  # fmt: skip
+    specs.append(_core.new_message_spec(r, msg, reply_to=reply_to))
+    core_events.publish_many(specs=specs)
+    notifications.schedule_on_commit(
+        sender_id=sender_id, recipient_ids=[u for u in r.members if u != sender_id]
+    )
+    return SendResult(msg, created=True)
+
+
+def message_forward(
+    *,
+    user_id: int,
+    from_conversation_id: int,
+    seqs: list[int],
+    to_conversation_ids: list[int],
+    client_msg_id: str | None = None,
+) -> list[Message]:
+    """Copy messages into other conversations the user belongs to, in order, marked forwarded.
+
+    With ``client_msg_id``, a retried forward returns the copies already made.
+    """
+    if client_msg_id is not None:
+        client_msg_id = content.check_client_msg_id(client_msg_id)
+    seqs = list(dict.fromkeys(seqs))
+    targets = sorted(set(to_conversation_ids))
+    if (
+        not seqs
+        or len(seqs) > settings.MESSAGING_FORWARD_MAX
+        or not targets
+        or len(targets) > settings.MESSAGING_FORWARD_TARGETS_MAX
+    ):
+        raise ValidationFailed(_("Forward 1-%(m)d messages to 1-%(t)d conversations.") % {
+            "m": settings.MESSAGING_FORWARD_MAX, "t": settings.MESSAGING_FORWARD_TARGETS_MAX})  # fmt: skip
+    try:
+        with transaction.atomic():
+            return _forward(user_id, from_conversation_id, seqs, targets, client_msg_id)
+    except IntegrityError:
+        assert client_msg_id is not None
+        copies = list(
+            Message.objects.filter(
+                sender_id=user_id, client_msg_id__startswith=f"{_fwd_prefix(client_msg_id)}"
+            ).order_by("id")
+        )
+        if not copies:
+            raise Conflict(_("The forward could not be stored; retry."), code="retry") from None
+        return copies
+
+
+def _fwd_prefix(client_msg_id: str) -> str:
+    return "fwd-" + hashlib.sha256(client_msg_id.encode()).hexdigest()[:24] + ":"
+
+
+def _forward(
+    user_id: int, source_id: int, seqs: list[int], targets: list[int], client_msg_id: str | None
+) -> list[Message]:
+    source_member = Member.objects.filter(
+        conversation_id=source_id, user_id=user_id, left_at__isnull=True
+    ).first()
+    if source_member is None:
+        raise NotFound(_("No such conversation."), code="conversation_not_found")
+    originals = {
+        m.seq: m
+        for m in Message.objects.filter(
+            conversation_id=source_id,
+            seq__in=seqs,
+            seq__gt=source_member.joined_seq,
+            recalled_at__isnull=True,
+        ).exclude(kind=Message.Kind.SYSTEM)
+    }
+    missing = [s for s in seqs if s not in originals]
+    if missing:
+        raise ValidationFailed(
+            _("Some messages cannot be forwarded."), code="bad_seq", fields={"seqs": [str(missing)]}
+        )
+    locked = _core.lock_conversations(targets)
+    members = _core.active_members(targets)
+    specs: list[core_events.EventSpec] = []
+    copies: list[Message] = []
+    recipients: set[int] = set()
+    for conv_id in targets:
+        if conv_id not in locked:
+            raise NotFound(_("No such conversation."), code="conversation_not_found")
+        r = _core.Roster(locked[conv_id], members.get(conv_id, {}))
+        _core.check_can_post(r, sender_id=user_id)
+        for index, seq in enumerate(seqs):
+            original = originals[seq]
+            cmid = f"{_fwd_prefix(client_msg_id)}{conv_id}:{index}" if client_msg_id else None
+            copy = _core.append(
+                r, sender_id=user_id, kind=original.kind, text=original.text, body=original.content,
+                client_msg_id=cmid, forwarded=True, reader_id=user_id,
+            )  # fmt: skip
+            copies.append(copy)
+            specs.append(_core.new_message_spec(r, copy))
+        recipients |= set(r.members) - {user_id}
+    core_events.publish_many(specs=specs)
+    notifications.schedule_on_commit(sender_id=user_id, recipient_ids=sorted(recipients))
+    return copies
+
+
+def _message_for_member(
+    conversation_id: int, seq: int, *, user_id: int, lock: bool = False
+) -> tuple[_core.Roster, Message]:
+    r = _core.roster(conversation_id, user_id=user_id)
+    member = r.members[user_id]
+    qs = Message.objects.filter(conversation_id=conversation_id, seq=seq, seq__gt=member.joined_seq)
+    msg = (qs.select_for_update() if lock else qs).first()
+    if msg is None:
+        raise NotFound(_("No such message."), code="message_not_found")
+    return r, msg
+
+
+@transaction.atomic
+def message_recall(*, user_id: int, conversation_id: int, seq: int) -> Message:
+    """Replace a message by a "recalled" notice on every device.
+
+    The sender may recall within ``MESSAGING_RECALL_SECONDS``; in a group the owner may recall
+    anyone's message and an admin any plain member's, at any time. The text and content are
+    erased from the message row. Recalling twice is a no-op.
+    """
+    seq = content.positive_int(seq, "seq")
+    r, msg = _message_for_member(conversation_id, seq, user_id=user_id, lock=True)
+    if msg.recalled_at is not None:
+        return msg
+    if msg.kind == Message.Kind.SYSTEM:
+        raise Forbidden(_("System messages cannot be recalled."), code="recall_forbidden")
+    me = r.members[user_id]
+    allowed = False
+    if msg.sender_id == user_id:
+        allowed = timezone.now() - msg.created_at <= timedelta(seconds=settings.MESSAGING_RECALL_SECONDS)
+        if not allowed and not me.is_manager:
+            raise Forbidden(_("Messages can be recalled within 2 minutes."), code="recall_expired")
+    if not allowed and r.conversation.is_group:
+        sender = r.members.get(msg.sender_id) if msg.sender_id else None
+        sender_role = sender.role if sender else Member.Role.MEMBER
+        allowed = me.role == Member.Role.OWNER or (
+            me.role == Member.Role.ADMIN and sender_role == Member.Role.MEMBER
+        )
+    if not allowed:
+        raise Forbidden(_("You cannot recall this message."), code="recall_forbidden")
+    msg.recalled_at = timezone.now()
+    msg.recalled_by_id = user_id
+    msg.text, msg.content, msg.mentions, msg.search = "", {}, [], None
+    msg.save(update_fields=["recalled_at", "recalled_by", "text", "content", "mentions", "search"])
+    core_events.publish(user_ids=r.user_ids, type=events.MESSAGE_RECALLED, data=events.recall(msg))
+    return msg
+
+
+@transaction.atomic
+def message_hide(*, user_id: int, conversation_id: int, seq: int) -> None:
+    """Delete a message for me only (my devices drop it; the others keep it)."""
+    seq = content.positive_int(seq, "seq")
+    member = Member.objects.filter(
+        conversation_id=conversation_id, user_id=user_id, left_at__isnull=True
+    ).first()
+    msg = (
+        Message.objects.filter(conversation_id=conversation_id, seq=seq, seq__gt=member.joined_seq).first()
+        if member
+        else None
+    )
+    if msg is None:
+        raise NotFound(_("No such message."), code="message_not_found")
+    _hidden, created = HiddenMessage.objects.get_or_create(user_id=user_id, message=msg)
+    if created:
+        core_events.publish(
+            user_ids=[user_id],
+            type=events.MESSAGE_DELETED,
+            data={"conversation_id": conversation_id, "seq": seq},
+        )
+
+
+@transaction.atomic
+def conversation_mark_read(*, user_id: int, conversation_id: int, seq: int) -> int:
+    """Move my read mark to ``seq`` (never back). My other devices learn it; in a direct chat the
+    peer too (a read receipt). Returns the read mark."""
+    seq = content.positive_int(seq, "seq")
+    member = (
+        Member.objects.select_related("conversation")
+        .filter(conversation_id=conversation_id, user_id=user_id, left_at__isnull=True)
+        .first()
+    )
+    if member is None:
+        raise NotFound(_("No such conversation."), code="conversation_not_found")
+    conv = member.conversation
+    if seq > conv.last_seq:
+        raise ValidationFailed(
+            _("There is no message with this number yet."),
+            code="bad_seq",
+            fields={"seq": [str(conv.last_seq)]},
+        )
+    if seq <= member.last_read_seq or not _core.bump_read(member.pk, seq):
+        return max(member.last_read_seq, seq)
+    to = [user_id]
+    if conv.kind == Conversation.Kind.DIRECT:
+        to.append(conv.user_high_id if conv.user_low_id == user_id else conv.user_low_id)
+    core_events.publish(
+        user_ids=to, type=events.CONVERSATION_READ,
+        data=events.read(conversation_id=conv.pk, user_id=user_id, last_read_seq=seq),
+    )  # fmt: skip
+    return seq
+
+
+def typing_notify(*, user_id: int, conversation_id: int) -> None:
+    """Tell the other members' devices that the user is typing (ephemeral, never stored).
+
+    Sent at most once per ``MESSAGING_TYPING_INTERVAL`` seconds per user and conversation."""
+    conversation_id = content.positive_int(conversation_id, "conversation_id")
+    member_ids = list(
+        Member.objects.filter(conversation_id=conversation_id, left_at__isnull=True).values_list(
+            "user_id", flat=True
+        )
+    )
+    if user_id not in member_ids:
+        raise NotFound(_("No such conversation."), code="conversation_not_found")
+    if not realtime_fanout.throttle(
+        f"typing:{user_id}:{conversation_id}", settings.MESSAGING_TYPING_INTERVAL
+    ):
+        return
+    realtime_fanout.ephemeral(
+        user_ids=[u for u in member_ids if u != user_id],
+        frame={"type": events.TYPING, "data": {"conversation_id": conversation_id, "user_id": user_id}},
+    )
