@@ -28,6 +28,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	env -u DATABASE_URL -u REDIS_URL SUPERAPP_VAR_DIR=$$(mktemp -d) $(PY) manage.py makemigrations --check --dry-run
 	DJANGO_SETTINGS_MODULE=superapp.settings_test $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null

@@ -35,11 +35,12 @@ class SessionJWTAuthentication(JWTAuthentication):
             session_key = _SESSION_PK.get_db_prep_value(uuid.UUID(str(sid)), connection)  # hex on SQLite
         except ValueError:
             session_key = None
-        user = next(iter(User.objects.raw(_USER_BY_OPEN_SESSION, [session_key])), None) if session_key else None
+        user = (
+            next(iter(User.objects.raw(_USER_BY_OPEN_SESSION, [session_key])), None) if session_key else None
+        )
         if user is None:
             raise AuthenticationFailed(_("This login session has ended."), code="session_revoked")
         if not user.is_active:
             raise AuthenticationFailed(_("User is inactive."), code="user_inactive")
         user.login_session_id = sid
         return user
-

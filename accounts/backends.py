@@ -47,5 +47,7 @@ def axes_lockout_response(request, *args, **kwargs):
 
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     return json_error_response(
-        "login_locked", _("Too many failed logins. Try again in %(minutes)d minutes.") % {"minutes": minutes}, 429
+        "login_locked",
+        _("Too many failed logins. Try again in %(minutes)d minutes.") % {"minutes": minutes},
+        429,
     )

@@ -35,7 +35,9 @@ def normalize_email(raw: str, *, field: str = "email") -> str:
     try:
         validate_email(value)
     except ValidationError:
-        raise ValidationFailed(_("Enter a valid email address."), fields={field: [_("Not a valid email.")]}) from None
+        raise ValidationFailed(
+            _("Enter a valid email address."), fields={field: [_("Not a valid email.")]}
+        ) from None
     return value
 
 

@@ -22,7 +22,9 @@ def user_get(*, user_id: int) -> User:
 
 def blocked_either_way_ids(*, user_id: int) -> set[int]:
     """Users that ``user_id`` blocked or that blocked ``user_id``."""
-    rows = Block.objects.filter(Q(blocker_id=user_id) | Q(blocked_id=user_id)).values_list("blocker_id", "blocked_id")
+    rows = Block.objects.filter(Q(blocker_id=user_id) | Q(blocked_id=user_id)).values_list(
+        "blocker_id", "blocked_id"
+    )
     return {b if a == user_id else a for a, b in rows}
 
 
@@ -38,14 +40,17 @@ def has_blocked(*, blocker_id: int, blocked_id: int) -> bool:
 
 def _unblocked(qs: QuerySet[Friendship], user_id: int) -> QuerySet[Friendship]:
     block = Block.objects.filter(
-        Q(blocker_id=user_id, blocked_id=OuterRef("friend_id")) | Q(blocker_id=OuterRef("friend_id"), blocked_id=user_id)
+        Q(blocker_id=user_id, blocked_id=OuterRef("friend_id"))
+        | Q(blocker_id=OuterRef("friend_id"), blocked_id=user_id)
     )
     return qs.filter(~Exists(block))
 
 
 def friend_ids(*, user_id: int) -> set[int]:
     """Ids of ``user_id``'s friends, leaving out any pair with a block either way."""
-    return set(_unblocked(Friendship.objects.filter(user_id=user_id), user_id).values_list("friend_id", flat=True))
+    return set(
+        _unblocked(Friendship.objects.filter(user_id=user_id), user_id).values_list("friend_id", flat=True)
+    )
 
 
 def friend_ids_query(*, user_id: int) -> QuerySet[Friendship]:
@@ -118,7 +123,9 @@ def profile_visible(*, viewer: User, target: User) -> bool:
     if not target.is_verified or has_blocked(blocker_id=target.pk, blocked_id=viewer.pk):
         return False
     pair = Q(user_id=viewer.pk, friend_id=target.pk) | Q(user_id=target.pk, friend_id=viewer.pk)
-    pending = Q(from_user_id=viewer.pk, to_user_id=target.pk) | Q(from_user_id=target.pk, to_user_id=viewer.pk)
+    pending = Q(from_user_id=viewer.pk, to_user_id=target.pk) | Q(
+        from_user_id=target.pk, to_user_id=viewer.pk
+    )
     return (
         Friendship.objects.filter(pair).exists()
         or FriendRequest.objects.filter(pending, status=FriendRequest.Status.PENDING).exists()
@@ -146,7 +153,9 @@ def friend_request_list(*, user: User, direction: str) -> QuerySet[FriendRequest
     qs = FriendRequest.objects.select_related("from_user", "to_user")
     if direction == "outgoing":
         return qs.filter(from_user=user)
-    return qs.filter(to_user=user).exclude(from_user_id__in=Block.objects.filter(blocker=user).values("blocked_id"))
+    return qs.filter(to_user=user).exclude(
+        from_user_id__in=Block.objects.filter(blocker=user).values("blocked_id")
+    )
 
 
 def tag_list(*, owner: User) -> QuerySet[ContactTag]:

@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 class ConsoleSender:
     def send(self, *, channel: str, destination: str, code: str) -> None:
-        print(f"[superapp] verification code for {destination} ({channel}): {code}", file=sys.stdout, flush=True)
+        print(
+            f"[superapp] verification code for {destination} ({channel}): {code}", file=sys.stdout, flush=True
+        )
 
 
 class EmailSender(ConsoleSender):

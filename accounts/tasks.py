@@ -9,7 +9,9 @@ from .models import VerificationCode
 from .senders import get_sender
 
 
-@shared_task(name="accounts.send_verification_code", autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+@shared_task(
+    name="accounts.send_verification_code", autoretry_for=(OSError,), retry_backoff=True, max_retries=5
+)
 def send_verification_code(*, channel: str, destination: str, code: str, language: str = "en") -> None:
     with translation.override(language):
         get_sender().send(channel=channel, destination=destination, code=code)

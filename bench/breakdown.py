@@ -101,14 +101,16 @@ def _measure(seconds: float) -> dict[str, float]:
         ),
         "the same SELECT as raw SQL on Django's cursor": sql_only,
         "JWT decode + validate (simplejwt)": lambda: jwt_auth.get_validated_token(raw),
-        "user + open session (accounts/authentication.py, raw SQL join)": lambda: (
-            session_auth.get_user(validated)
+        "user + open session (accounts/authentication.py, raw SQL join)": lambda: session_auth.get_user(
+            validated
         ),
         "what-if (not in the app): the ORM, select_related().first()": lambda: (
             LoginSession.objects.select_related("user").filter(pk=session.pk, revoked_at__isnull=True).first()
         ),
         "what-if (not in the app): the ORM, User.objects.get() across the join": lambda: (
-            get_user_model().objects.get(login_sessions__pk=session.pk, login_sessions__revoked_at__isnull=True)
+            get_user_model().objects.get(
+                login_sessions__pk=session.pk, login_sessions__revoked_at__isnull=True
+            )
         ),
         "MeSerializer(user).data + JSON render": lambda: JSONRenderer().render(MeSerializer(me_user).data),
         "whole request: anchor view (Django handler + middleware)": lambda: client.get(

@@ -14,8 +14,12 @@ def check_postgres() -> str | None:
     url = urlparse(DATABASE_URL)
     try:
         psycopg2.connect(
-            host=url.hostname, port=url.port or 5432, user=url.username or "postgres",
-            password=url.password or None, dbname="postgres", connect_timeout=3,
+            host=url.hostname,
+            port=url.port or 5432,
+            user=url.username or "postgres",
+            password=url.password or None,
+            dbname="postgres",
+            connect_timeout=3,
         ).close()
     except Exception as exc:
         return (

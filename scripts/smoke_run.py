@@ -32,7 +32,9 @@ def wait_healthy(proc: subprocess.Popen, deadline: float) -> None:
 
 
 def login(handle: str) -> str:
-    response = httpx.post(f"{BASE}/api/v1/auth/login", json={"login": handle, "password": PASSWORD}, timeout=10)
+    response = httpx.post(
+        f"{BASE}/api/v1/auth/login", json={"login": handle, "password": PASSWORD}, timeout=10
+    )
     response.raise_for_status()
     return response.json()["access"]
 
@@ -45,7 +47,9 @@ async def scenario() -> None:
         assert ws.subprotocol == "superapp.v1", ws.subprotocol
         new_bio = f"smoke {time.time()}"
         async with httpx.AsyncClient(base_url=BASE, timeout=10) as client:
-            r = await client.patch("/api/v1/me", json={"bio": new_bio}, headers={"Authorization": f"Bearer {bob}"})
+            r = await client.patch(
+                "/api/v1/me", json={"bio": new_bio}, headers={"Authorization": f"Bearer {bob}"}
+            )
             r.raise_for_status()
         while True:
             frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))

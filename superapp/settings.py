@@ -209,7 +209,10 @@ if REDIS_URL:
                     # redis-py 8's asyncio pool allows 100 connections, then fails at once: 500
                     # sockets connecting, or a fan-out to 500 users, need more.
                     "hosts": [
-                        {**_channels_host, "max_connections": env.int("CHANNELS_REDIS_MAX_CONNECTIONS", default=1000)}
+                        {
+                            **_channels_host,
+                            "max_connections": env.int("CHANNELS_REDIS_MAX_CONNECTIONS", default=1000),
+                        }
                     ],
                     "prefix": _channels_prefix,
                     "capacity": env.int("CHANNELS_CAPACITY", default=1000),
@@ -435,7 +438,10 @@ MOMENTS_COMMENTS_SHOWN = 20  # comments rendered with a post in a feed; the rest
 # Up to this many readers a post is written into the timelines in the publishing transaction;
 # beyond, by the Celery task moments.fan_out_post after commit.
 MOMENTS_FANOUT_INLINE_MAX = env.int("MOMENTS_FANOUT_INLINE_MAX", default=1000)
-CELERY_BEAT_SCHEDULE["moments-purge-orphan-media"] = {"task": "moments.purge_orphan_media", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["moments-purge-orphan-media"] = {
+    "task": "moments.purge_orphan_media",
+    "schedule": 3600.0,
+}
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
     {
         "MomentsPostKindEnum": "moments.models.Post.Kind",
@@ -469,7 +475,9 @@ CELERY_BEAT_SCHEDULE["push-purge-disabled-devices"] = {
     "task": "core.push_purge_disabled_devices",
     "schedule": 24 * 3600.0,
 }
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["PushPlatformEnum"] = "superapp.core.push.models.PushDevice.Platform"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["PushPlatformEnum"] = (
+    "superapp.core.push.models.PushDevice.Platform"
+)
 # httpx logs every request URL at INFO, and an APNs URL holds the device token; hpack and h2
 # log headers (the bearer tokens) at DEBUG.
 LOGGING["loggers"].update({name: {"level": "WARNING"} for name in ("httpx", "httpcore", "hpack", "h2")})
@@ -487,7 +495,9 @@ MESSAGING_IMAGE_MAX_BYTES = 10 * 1024 * 1024
 MESSAGING_IMAGE_MAX_PIXELS = 40_000_000
 MESSAGING_IMAGE_SIZES = (1920, 320)  # full, thumbnail (longest side, px)
 MESSAGING_GROUP_AVATAR_SIZES = (640, 132)
-MESSAGING_VIDEO_MAX_BYTES = env.int("MESSAGING_VIDEO_MAX_BYTES", default=18 * 1024 * 1024)  # < MAX_REQUEST_BYTES
+MESSAGING_VIDEO_MAX_BYTES = env.int(
+    "MESSAGING_VIDEO_MAX_BYTES", default=18 * 1024 * 1024
+)  # < MAX_REQUEST_BYTES
 MESSAGING_VIDEO_MAX_SECONDS = 300
 MESSAGING_VOICE_MAX_BYTES = 2 * 1024 * 1024
 MESSAGING_VOICE_MAX_SECONDS = 60
@@ -501,7 +511,10 @@ MESSAGING_PRESENCE_TTL = env.int("MESSAGING_PRESENCE_TTL", default=90)  # second
 MESSAGING_PUSH_ENABLED = env.bool("MESSAGING_PUSH_ENABLED", default=True)
 MESSAGING_PUSH_WINDOW = env.float("MESSAGING_PUSH_WINDOW", default=3.0)  # seconds
 MESSAGING_PUSH_APP_NAME = env.str("MESSAGING_PUSH_APP_NAME", default="superapp")
-CELERY_BEAT_SCHEDULE["messaging-purge-orphan-media"] = {"task": "messaging.purge_orphan_media", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["messaging-purge-orphan-media"] = {
+    "task": "messaging.purge_orphan_media",
+    "schedule": 3600.0,
+}
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
     {
         "MessagingMessageKindEnum": "messaging.models.Message.Kind",

@@ -32,7 +32,9 @@ urlpatterns = [
 if settings.SERVE_MEDIA:
     # Embedded default only; in production the proxy or object storage serves media.
     urlpatterns.append(
-        re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
+        re_path(
+            rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}
+        )
     )
 
 handler400 = "superapp.core.views.bad_request"

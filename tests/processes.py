@@ -53,9 +53,21 @@ def asgi_servers(count: int, **extra_env: str):
             env = production_env(CHANNELS_PREFIX=prefix, **extra_env)
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "uvicorn", "superapp.asgi:application", "--host", "127.0.0.1",
-                     "--port", str(port), "--no-access-log", "--lifespan", "off"],
-                    cwd=ROOT, env=env,
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "superapp.asgi:application",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--no-access-log",
+                        "--lifespan",
+                        "off",
+                    ],
+                    cwd=ROOT,
+                    env=env,
                 )
             )
             urls.append(f"http://127.0.0.1:{port}")
@@ -93,9 +105,25 @@ def celery_worker(**extra_env: str):
     queue = f"test-{uuid.uuid4().hex[:8]}"
     env = production_env(CELERY_QUEUE=queue, **extra_env)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "superapp", "worker", "-Q", queue, "--pool", "solo",
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "superapp",
+            "worker",
+            "-Q",
+            queue,
+            "--pool",
+            "solo",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     try:
         yield queue

@@ -18,4 +18,7 @@ class FileSender:
 
     def send(self, *, channel: str, destination: str, code: str) -> None:
         with open(os.environ["TEST_SENDER_FILE"], "a") as fh:
-            fh.write(json.dumps({"channel": channel, "destination": destination, "code": code, "pid": os.getpid()}) + "\n")
+            fh.write(
+                json.dumps({"channel": channel, "destination": destination, "code": code, "pid": os.getpid()})
+                + "\n"
+            )

@@ -165,7 +165,10 @@ class FriendRequestCreateSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=["search", "qr"], default="search")
     qr_code = serializers.CharField(required=False, default="", allow_blank=True, help_text="With source=qr.")
     search_token = serializers.CharField(
-        required=False, default="", allow_blank=True, help_text="With source=search: the search result's add_token."
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="With source=search: the search result's add_token.",
     )
 
 
@@ -184,7 +187,11 @@ class TagSerializer(serializers.Serializer):
     member_ids = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=5000)
 
     def to_representation(self, instance):
-        return {"id": instance.pk, "name": instance.name, "member_ids": sorted(m.pk for m in instance.members.all())}
+        return {
+            "id": instance.pk,
+            "name": instance.name,
+            "member_ids": sorted(m.pk for m in instance.members.all()),
+        }
 
 
 class TagUpdateSerializer(serializers.Serializer):

@@ -20,8 +20,16 @@ urlpatterns = [
     path("contacts/search", views.SearchView.as_view(), name="contacts-search"),
     path("contacts/resolve-qr", views.QrResolveView.as_view(), name="contacts-resolve-qr"),
     path("contacts/requests", views.FriendRequestListView.as_view(), name="contacts-requests"),
-    path("contacts/requests/<int:request_id>/accept", views.FriendRequestAcceptView.as_view(), name="contacts-request-accept"),
-    path("contacts/requests/<int:request_id>/decline", views.FriendRequestDeclineView.as_view(), name="contacts-request-decline"),
+    path(
+        "contacts/requests/<int:request_id>/accept",
+        views.FriendRequestAcceptView.as_view(),
+        name="contacts-request-accept",
+    ),
+    path(
+        "contacts/requests/<int:request_id>/decline",
+        views.FriendRequestDeclineView.as_view(),
+        name="contacts-request-decline",
+    ),
     path("contacts/friends", views.FriendListView.as_view(), name="contacts-friends"),
     path("contacts/friends/<int:user_id>", views.FriendDetailView.as_view(), name="contacts-friend"),
     path("contacts/tags", views.TagListView.as_view(), name="contacts-tags"),

@@ -63,8 +63,12 @@ class VerifyView(APIView):
     authentication_classes: list = []
     throttle_scope = "verify"
 
-    @extend_schema(request=s.VerifySerializer, responses=s.TokensSerializer, tags=["auth"],
-                   summary="Prove the phone/email with the code; logs in")
+    @extend_schema(
+        request=s.VerifySerializer,
+        responses=s.TokensSerializer,
+        tags=["auth"],
+        summary="Prove the phone/email with the code; logs in",
+    )
     def post(self, request: Request) -> Response:
         data = _valid(s.VerifySerializer, request.data)
         login = services.user_verify(
@@ -100,8 +104,12 @@ class RefreshView(APIView):
     authentication_classes: list = []
     throttle_scope = "auth"
 
-    @extend_schema(request=s.RefreshSerializer, responses=s.RefreshedSerializer, tags=["auth"],
-                   summary="Rotate the refresh token (the old one stops working)")
+    @extend_schema(
+        request=s.RefreshSerializer,
+        responses=s.RefreshedSerializer,
+        tags=["auth"],
+        summary="Rotate the refresh token (the old one stops working)",
+    )
     def post(self, request: Request) -> Response:
         return Response(services.token_refresh(**_valid(s.RefreshSerializer, request.data)))
 
@@ -110,8 +118,12 @@ class LogoutView(APIView):
     permission_classes = [AllowAny]
     throttle_scope = "auth"
 
-    @extend_schema(request=s.LogoutSerializer, responses={204: NO_CONTENT}, tags=["auth"],
-                   summary="End this login session (all its refresh tokens)")
+    @extend_schema(
+        request=s.LogoutSerializer,
+        responses={204: NO_CONTENT},
+        tags=["auth"],
+        summary="End this login session (all its refresh tokens)",
+    )
     def post(self, request: Request) -> Response:
         data = _valid(s.LogoutSerializer, request.data)
         user = request.user if request.user else None
@@ -131,7 +143,10 @@ class SessionListView(ListAPIView):
         return selectors.session_list(user=self.request.user).order_by("-last_seen_at")
 
     def get_serializer_context(self):
-        return {**super().get_serializer_context(), "current_session_id": getattr(self.request.user, "login_session_id", None)}
+        return {
+            **super().get_serializer_context(),
+            "current_session_id": getattr(self.request.user, "login_session_id", None),
+        }
 
     @extend_schema(tags=["auth"], summary="My open login sessions")
     def get(self, request: Request, *args, **kwargs) -> Response:
@@ -146,8 +161,12 @@ class SessionDetailView(APIView):
 
 
 class TicketView(APIView):
-    @extend_schema(request=None, responses={201: s.TicketSerializer}, tags=["realtime"],
-                   summary="A single-use, 60-second ticket to open /ws/")
+    @extend_schema(
+        request=None,
+        responses={201: s.TicketSerializer},
+        tags=["realtime"],
+        summary="A single-use, 60-second ticket to open /ws/",
+    )
     def post(self, request: Request) -> Response:
         ticket = services.ws_ticket_create(user=request.user, session_id=request.user.login_session_id)
         return Response({"ticket": ticket, "expires_in": settings.WS_TICKET_TTL_SECONDS}, status=201)
@@ -171,7 +190,9 @@ class MeView(APIView):
 class AvatarView(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(request={"multipart/form-data": s.AvatarUploadSerializer}, responses=s.MeSerializer, tags=["me"])
+    @extend_schema(
+        request={"multipart/form-data": s.AvatarUploadSerializer}, responses=s.MeSerializer, tags=["me"]
+    )
     def put(self, request: Request) -> Response:
         data = _valid(s.AvatarUploadSerializer, request.data)
         user = services.avatar_set(user=request.user, upload=data["avatar"])
@@ -185,7 +206,9 @@ class AvatarView(APIView):
 
 
 class FriendCodeView(APIView):
-    @extend_schema(responses=s.FriendCodeSerializer, tags=["me"], summary="My friend code (what the QR carries)")
+    @extend_schema(
+        responses=s.FriendCodeSerializer, tags=["me"], summary="My friend code (what the QR carries)"
+    )
     def get(self, request: Request) -> Response:
         return Response(
             {
@@ -197,7 +220,9 @@ class FriendCodeView(APIView):
 
 
 class FriendQrPngView(APIView):
-    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, tags=["me"], summary="My friend QR code")
+    @extend_schema(
+        responses={(200, "image/png"): OpenApiTypes.BINARY}, tags=["me"], summary="My friend QR code"
+    )
     def get(self, request: Request) -> HttpResponse:
         response = HttpResponse(services.friend_qr_png(user=request.user), content_type="image/png")
         response["Cache-Control"] = "private, max-age=300"
@@ -252,12 +277,18 @@ class SearchView(APIView):
 
 
 class QrResolveView(APIView):
-    @extend_schema(request=s.QrResolveSerializer, responses=s.QrResolvedSerializer, tags=["contacts"],
-                   summary="What a scanned friend QR code leads to")
+    @extend_schema(
+        request=s.QrResolveSerializer,
+        responses=s.QrResolvedSerializer,
+        tags=["contacts"],
+        summary="What a scanned friend QR code leads to",
+    )
     def post(self, request: Request) -> Response:
         code = _valid(s.QrResolveSerializer, request.data)["code"]
         target = services.friend_qr_resolve(viewer=request.user, code=code)
-        is_friend = target.pk == request.user.pk or selectors.are_friends(user_a=request.user.pk, user_b=target.pk)
+        is_friend = target.pk == request.user.pk or selectors.are_friends(
+            user_a=request.user.pk, user_b=target.pk
+        )
         return Response(
             {
                 "action": "open_profile" if is_friend else "add_friend",
@@ -286,7 +317,9 @@ class FriendRequestListView(ListAPIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("direction", str, enum=["incoming", "outgoing"], description="Default incoming."),
+            OpenApiParameter(
+                "direction", str, enum=["incoming", "outgoing"], description="Default incoming."
+            ),
             OpenApiParameter("status", str, enum=["pending", "accepted", "declined"]),
         ],
         tags=["contacts"],
@@ -295,13 +328,20 @@ class FriendRequestListView(ListAPIView):
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=s.FriendRequestCreateSerializer, responses={201: s.FriendRequestOutcomeSerializer},
-                   tags=["contacts"], summary="Ask someone to be friends")
+    @extend_schema(
+        request=s.FriendRequestCreateSerializer,
+        responses={201: s.FriendRequestOutcomeSerializer},
+        tags=["contacts"],
+        summary="Ask someone to be friends",
+    )
     def post(self, request: Request) -> Response:
         data = _valid(s.FriendRequestCreateSerializer, request.data)
         outcome = services.friend_request_send(from_user=request.user, **data)
         return Response(
-            {"request": s.FriendRequestSerializer(outcome.request).data, "became_friends": outcome.became_friends},
+            {
+                "request": s.FriendRequestSerializer(outcome.request).data,
+                "became_friends": outcome.became_friends,
+            },
             status=status.HTTP_201_CREATED,
         )
 
@@ -337,14 +377,22 @@ class FriendListView(ListAPIView):
 class FriendDetailView(APIView):
     @extend_schema(responses=s.FriendSerializer, tags=["contacts"])
     def get(self, request: Request, user_id: int) -> Response:
-        return Response(s.FriendSerializer(selectors.friendship_get(user=request.user, friend_id=user_id)).data)
+        return Response(
+            s.FriendSerializer(selectors.friendship_get(user=request.user, friend_id=user_id)).data
+        )
 
-    @extend_schema(request=s.FriendUpdateSerializer, responses=s.FriendSerializer, tags=["contacts"],
-                   summary="Set a friend's remark name and tags")
+    @extend_schema(
+        request=s.FriendUpdateSerializer,
+        responses=s.FriendSerializer,
+        tags=["contacts"],
+        summary="Set a friend's remark name and tags",
+    )
     def patch(self, request: Request, user_id: int) -> Response:
         data = _valid(s.FriendUpdateSerializer, request.data)
         services.friend_update(user=request.user, friend_id=user_id, **data)
-        return Response(s.FriendSerializer(selectors.friendship_get(user=request.user, friend_id=user_id)).data)
+        return Response(
+            s.FriendSerializer(selectors.friendship_get(user=request.user, friend_id=user_id)).data
+        )
 
     @extend_schema(responses={204: NO_CONTENT}, tags=["contacts"], summary="Delete a friend")
     def delete(self, request: Request, user_id: int) -> Response:
@@ -409,4 +457,3 @@ class BlockDetailView(APIView):
     def delete(self, request: Request, user_id: int) -> Response:
         services.block_remove(user=request.user, target_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
-

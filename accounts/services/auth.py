@@ -137,9 +137,13 @@ def verification_code_issue(*, user: User) -> VerificationCode:
         code_hash=f"{nonce}${_code_hash(nonce, code)}",
         expires_at=now + settings.VERIFICATION_CODE_TTL,
     )
-    language = translation.get_language() or settings.LANGUAGE_CODE  # the text goes out in the asker's language
+    language = (
+        translation.get_language() or settings.LANGUAGE_CODE
+    )  # the text goes out in the asker's language
     transaction.on_commit(
-        lambda: send_verification_code.delay(channel=channel, destination=destination, code=code, language=language)
+        lambda: send_verification_code.delay(
+            channel=channel, destination=destination, code=code, language=language
+        )
     )
     return row
 
@@ -156,13 +160,17 @@ def verification_code_resend(*, login: str) -> None:
 def _unverified_user(login: str) -> User | None:
     value = (login or "").strip()
     try:
-        field, normalized = ("email", normalize_email(value)) if "@" in value else ("phone", normalize_phone(value))
+        field, normalized = (
+            ("email", normalize_email(value)) if "@" in value else ("phone", normalize_phone(value))
+        )
     except ValidationFailed:
         return None
     return User.objects.filter(**{field: normalized, "is_verified": False, "is_active": True}).first()
 
 
-def user_verify(*, login: str, code: str, device_name: str = "", user_agent: str = "", ip: str | None = None) -> Login:
+def user_verify(
+    *, login: str, code: str, device_name: str = "", user_agent: str = "", ip: str | None = None
+) -> Login:
     """Check a verification code; on success the account is verified and logged in.
 
     Failed attempts are counted (and committed) even though the call raises; after 5 the code
@@ -201,7 +209,9 @@ def user_verify(*, login: str, code: str, device_name: str = "", user_agent: str
 
 
 @transaction.atomic
-def session_create(*, user: User, device_name: str = "", user_agent: str = "", ip: str | None = None) -> Login:
+def session_create(
+    *, user: User, device_name: str = "", user_agent: str = "", ip: str | None = None
+) -> Login:
     """Open a login session for a verified user and issue its first token pair."""
     session = LoginSession(
         user=user,
@@ -337,8 +347,9 @@ def ws_ticket_redeem(*, ticket: str) -> tuple[int, str] | None:
 
 
 @transaction.atomic
-def user_create_verified(*, handle: str, password: str, display_name: str, email: str | None = None,
-                         phone: str | None = None) -> User:
+def user_create_verified(
+    *, handle: str, password: str, display_name: str, email: str | None = None, phone: str | None = None
+) -> User:
     """Create a ready-to-use account (demo data, staff tooling): no code is sent.
 
     Returns the existing account unchanged when the handle is taken (idempotent seeding).

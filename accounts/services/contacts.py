@@ -75,7 +75,11 @@ def _make_friends(request: FriendRequest, *, remark: str = "") -> None:
             core_events.EventSpec(
                 user_ids=[accepter.pk],
                 type=events.FRIEND_ADDED,
-                data={"friend": events.user_public(requester), "remark": remark[:64], "source": request.source},
+                data={
+                    "friend": events.user_public(requester),
+                    "remark": remark[:64],
+                    "source": request.source,
+                },
             ),
         ]
     )
@@ -178,7 +182,9 @@ def friend_request_send(
         if search_token is not None:
             _check_search_token(search_token, viewer=sender, target=target)
 
-    reverse = FriendRequest.objects.filter(from_user=target, to_user=sender, status=FriendRequest.Status.PENDING).first()
+    reverse = FriendRequest.objects.filter(
+        from_user=target, to_user=sender, status=FriendRequest.Status.PENDING
+    ).first()
     if reverse is not None:
         _make_friends(reverse)
         return RequestOutcome(request=reverse, became_friends=True)
@@ -258,8 +264,12 @@ def friend_remove(*, user: User, friend_id: int) -> None:
     ).delete()
     core_events.publish_many(
         specs=[
-            core_events.EventSpec(user_ids=[user.pk], type=events.FRIEND_REMOVED, data={"user_id": friend_id}),
-            core_events.EventSpec(user_ids=[friend_id], type=events.FRIEND_REMOVED, data={"user_id": user.pk}),
+            core_events.EventSpec(
+                user_ids=[user.pk], type=events.FRIEND_REMOVED, data={"user_id": friend_id}
+            ),
+            core_events.EventSpec(
+                user_ids=[friend_id], type=events.FRIEND_REMOVED, data={"user_id": user.pk}
+            ),
         ]
     )
 
@@ -274,7 +284,9 @@ def _own_tags(owner: User, tag_ids: Iterable[int]) -> list[ContactTag]:
 
 def _own_friends(owner: User, user_ids: Iterable[int]) -> list[int]:
     user_ids = list(dict.fromkeys(user_ids))
-    found = set(Friendship.objects.filter(user=owner, friend_id__in=user_ids).values_list("friend_id", flat=True))
+    found = set(
+        Friendship.objects.filter(user=owner, friend_id__in=user_ids).values_list("friend_id", flat=True)
+    )
     if len(found) != len(user_ids):
         raise ValidationFailed(fields={"member_ids": [_("Only friends can be tagged.")]})
     return user_ids
@@ -310,9 +322,9 @@ def friend_update(
             "user_id": friend_id,
             "remark": friendship.remark,
             "tag_ids": sorted(
-                ContactTag.members.through.objects.filter(contacttag__owner=user, user_id=friend_id).values_list(
-                    "contacttag_id", flat=True
-                )
+                ContactTag.members.through.objects.filter(
+                    contacttag__owner=user, user_id=friend_id
+                ).values_list("contacttag_id", flat=True)
             ),
         },
     )

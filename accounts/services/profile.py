@@ -24,13 +24,19 @@ _LIMITS = {"display_name": (1, 64), "region": (0, 64), "bio": (0, 200)}
 
 def _announce(user: User, *, public_changed: bool) -> None:
     """Tell the user's own devices, and when public fields changed, the user's friends."""
-    specs = [core_events.EventSpec(user_ids=[user.pk], type=events.ME_UPDATED, data={"me": events.me_private(user)})]
+    specs = [
+        core_events.EventSpec(
+            user_ids=[user.pk], type=events.ME_UPDATED, data={"me": events.me_private(user)}
+        )
+    ]
     if public_changed:
         friends = selectors.friend_ids(user_id=user.pk)
         if friends:
             specs.append(
                 core_events.EventSpec(
-                    user_ids=sorted(friends), type=events.PROFILE_UPDATED, data={"user": events.user_public(user)}
+                    user_ids=sorted(friends),
+                    type=events.PROFILE_UPDATED,
+                    data={"user": events.user_public(user)},
                 )
             )
     core_events.publish_many(specs=specs)
@@ -50,10 +56,14 @@ def profile_update(*, user: User, changes: dict[str, Any]) -> User:
             new = normalize_handle(str(value))
             if new == user.handle:
                 continue
-            if user.handle_changed_at and timezone.now() - user.handle_changed_at < settings.HANDLE_CHANGE_INTERVAL:
+            if (
+                user.handle_changed_at
+                and timezone.now() - user.handle_changed_at < settings.HANDLE_CHANGE_INTERVAL
+            ):
                 next_at = user.handle_changed_at + settings.HANDLE_CHANGE_INTERVAL
                 raise Conflict(
-                    _("The handle can be changed once a year; next after %(date)s.") % {"date": next_at.date()},
+                    _("The handle can be changed once a year; next after %(date)s.")
+                    % {"date": next_at.date()},
                     code="handle_change_too_soon",
                 )
             if User.objects.filter(handle=new).exclude(pk=user.pk).exists():

@@ -87,7 +87,9 @@ class EventConsumer(AsyncWebsocketConsumer):
         websocket_connections.labels(outcome="accepted").inc()
         logger.info("ws connect user=%s session=%s", self.identity.user_id, self.identity.session_id)
         if realtime.has_socket_hooks("connect"):
-            await database_sync_to_async(realtime.run_socket_hooks)("connect", self.identity, self.channel_name)
+            await database_sync_to_async(realtime.run_socket_hooks)(
+                "connect", self.identity, self.channel_name
+            )
 
     async def disconnect(self, code: int) -> None:
         if self.identity is None:
@@ -97,7 +99,9 @@ class EventConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
         logger.info("ws disconnect user=%s code=%s", self.identity.user_id, code)
         if realtime.has_socket_hooks("disconnect"):
-            await database_sync_to_async(realtime.run_socket_hooks)("disconnect", self.identity, self.channel_name)
+            await database_sync_to_async(realtime.run_socket_hooks)(
+                "disconnect", self.identity, self.channel_name
+            )
 
     # --- frames from the client ------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -142,9 +142,7 @@ def _lock_heads(user_ids: list[int]) -> dict[int, int]:
     )
     missing = [uid for uid in user_ids if uid not in heads]
     if missing:
-        UserStream.objects.bulk_create(
-            [UserStream(user_id=uid) for uid in missing], ignore_conflicts=True
-        )
+        UserStream.objects.bulk_create([UserStream(user_id=uid) for uid in missing], ignore_conflicts=True)
         heads = dict(
             UserStream.objects.select_for_update()
             .filter(user_id__in=user_ids)
@@ -214,9 +212,7 @@ class CursorExpired(ApplicationError):
 
 def current_cursor(*, user_id: int) -> int:
     """The user's latest cursor (0 when nothing was ever published to them)."""
-    return (
-        UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
-    )
+    return UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
 
 
 def events_since(*, user_id: int, since: int, limit: int = 100) -> dict[str, Any]:

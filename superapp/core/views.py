@@ -59,7 +59,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     else:
         checks["redis"] = "not used (embedded default)"
     ready = all(v != "unreachable" for v in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
 
 
 class EventSerializer(serializers.Serializer):
@@ -85,7 +87,9 @@ class SyncView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("since", int, required=True, description="Last cursor the device has seen (0 for all)."),
+            OpenApiParameter(
+                "since", int, required=True, description="Last cursor the device has seen (0 for all)."
+            ),
             OpenApiParameter("limit", int, description="At most this many events (1-500, default 100)."),
         ],
         responses=SyncSerializer,

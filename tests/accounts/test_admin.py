@@ -82,7 +82,8 @@ COVERED_APPS = {"accounts", "core", "auth", "axes"}
 
 def _registered():
     return sorted(
-        (m for m in admin.site._registry if m._meta.app_label in COVERED_APPS), key=lambda m: m._meta.label_lower
+        (m for m in admin.site._registry if m._meta.app_label in COVERED_APPS),
+        key=lambda m: m._meta.label_lower,
     )
 
 

@@ -22,7 +22,9 @@ def _record_codes(settings):
 
 def register(api, capture, **body):
     with capture(execute=True):
-        return api.post("/api/v1/auth/register", {"password": PASSWORD, "display_name": "Dee", **body}, format="json")
+        return api.post(
+            "/api/v1/auth/register", {"password": PASSWORD, "display_name": "Dee", **body}, format="json"
+        )
 
 
 def test_register_by_email_sends_a_code_then_verify_logs_in(api, django_capture_on_commit_callbacks):
@@ -31,13 +33,17 @@ def test_register_by_email_sends_a_code_then_verify_logs_in(api, django_capture_
     body = response.json()
     assert body["verification_channel"] == "email"
     assert body["handle"].startswith("u_")
-    assert senders.SENT == [{"channel": "email", "destination": "dee@example.com", "code": senders.SENT[0]["code"]}]
+    assert senders.SENT == [
+        {"channel": "email", "destination": "dee@example.com", "code": senders.SENT[0]["code"]}
+    ]
     code = senders.SENT[0]["code"]
     assert len(code) == 6 and code.isdigit()
     assert code not in VerificationCode.objects.get().code_hash  # only a hash is stored
 
     # Not usable before verification.
-    response = api.post("/api/v1/auth/login", {"login": "dee@example.com", "password": PASSWORD}, format="json")
+    response = api.post(
+        "/api/v1/auth/login", {"login": "dee@example.com", "password": PASSWORD}, format="json"
+    )
     assert_error(response, 403, "not_verified")
 
     response = api.post("/api/v1/auth/verify", {"login": "DEE@example.com", "code": code}, format="json")
@@ -75,21 +81,29 @@ def test_register_bad_input(api, django_capture_on_commit_callbacks, body, field
 
 def test_register_taken_by_verified_account_is_409(api, make_user, django_capture_on_commit_callbacks):
     make_user(handle="dee", email="dee@example.com")
-    assert_error(register(api, django_capture_on_commit_callbacks, email="dee@example.com"), 409, "already_registered")
+    assert_error(
+        register(api, django_capture_on_commit_callbacks, email="dee@example.com"), 409, "already_registered"
+    )
 
 
 def test_reregistering_an_unverified_account_takes_it_over(api, django_capture_on_commit_callbacks):
     register(api, django_capture_on_commit_callbacks, email="dee@example.com")
     first_code = senders.SENT[-1]["code"]
     VerificationCode.objects.update(created_at="2000-01-01T00:00:00Z")  # past the resend wait
-    response = register(api, django_capture_on_commit_callbacks, email="dee@example.com", display_name="Real Dee")
+    response = register(
+        api, django_capture_on_commit_callbacks, email="dee@example.com", display_name="Real Dee"
+    )
     assert response.status_code == 201
     assert User.objects.count() == 1 and User.objects.get().display_name == "Real Dee"
     second_code = senders.SENT[-1]["code"]
     if first_code != second_code:
-        response = api.post("/api/v1/auth/verify", {"login": "dee@example.com", "code": first_code}, format="json")
+        response = api.post(
+            "/api/v1/auth/verify", {"login": "dee@example.com", "code": first_code}, format="json"
+        )
         assert_error(response, 400, "invalid_code")
-    response = api.post("/api/v1/auth/verify", {"login": "dee@example.com", "code": second_code}, format="json")
+    response = api.post(
+        "/api/v1/auth/verify", {"login": "dee@example.com", "code": second_code}, format="json"
+    )
     assert response.status_code == 200
 
 
@@ -109,7 +123,9 @@ def test_wrong_codes_are_counted_and_kill_the_code(api, django_capture_on_commit
 def test_expired_code_is_refused(api, django_capture_on_commit_callbacks):
     register(api, django_capture_on_commit_callbacks, email="dee@example.com")
     VerificationCode.objects.update(expires_at="2000-01-01T00:00:00Z")
-    response = api.post("/api/v1/auth/verify", {"login": "dee@example.com", "code": senders.SENT[0]["code"]}, format="json")
+    response = api.post(
+        "/api/v1/auth/verify", {"login": "dee@example.com", "code": senders.SENT[0]["code"]}, format="json"
+    )
     assert_error(response, 400, "invalid_code")
 
 
@@ -123,14 +139,19 @@ def test_resend_waits_a_minute_and_is_silent_for_unknown_logins(api, django_capt
     assert response.status_code == 202
     assert len(senders.SENT) == 2
     # Unknown or verified logins: same answer, nothing sent (no account enumeration).
-    assert api.post("/api/v1/auth/verify/resend", {"login": "nobody@example.com"}, format="json").status_code == 202
+    assert (
+        api.post("/api/v1/auth/verify/resend", {"login": "nobody@example.com"}, format="json").status_code
+        == 202
+    )
     assert len(senders.SENT) == 2
 
 
 @pytest.mark.parametrize("login", ["dee", "DEE", "dee@example.com", "+8613800138000", "+86 138 0013 8000"])
 def test_login_with_handle_phone_or_email(api, make_user, login):
     make_user(handle="dee", email="dee@example.com", phone="+8613800138000")
-    response = api.post("/api/v1/auth/login", {"login": login, "password": PASSWORD, "device_name": "Pixel"}, format="json")
+    response = api.post(
+        "/api/v1/auth/login", {"login": login, "password": PASSWORD, "device_name": "Pixel"}, format="json"
+    )
     assert response.status_code == 200, response.json()
     assert LoginSession.objects.get().device_name == "Pixel"
 
@@ -176,20 +197,28 @@ def test_refresh_rotates_and_reuse_ends_the_session(api, make_user):
     response = api.post("/api/v1/auth/refresh", {"refresh": first["refresh"]}, format="json")
     assert_error(response, 401, "token_reused")
     assert LoginSession.objects.get().revoke_reason == "refresh_reuse"
-    assert_error(api.post("/api/v1/auth/refresh", {"refresh": second["refresh"]}, format="json"), 401, "session_revoked")
+    assert_error(
+        api.post("/api/v1/auth/refresh", {"refresh": second["refresh"]}, format="json"),
+        401,
+        "session_revoked",
+    )
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {second['access']}")
     assert_error(api.get("/api/v1/me"), 401, "session_revoked")
 
 
 def test_refresh_bad_input(api):
-    assert_error(api.post("/api/v1/auth/refresh", {"refresh": "garbage"}, format="json"), 401, "token_invalid")
+    assert_error(
+        api.post("/api/v1/auth/refresh", {"refresh": "garbage"}, format="json"), 401, "token_invalid"
+    )
     assert_error(api.post("/api/v1/auth/refresh", {}, format="json"), 400, "invalid")
 
 
 def test_access_token_is_not_a_refresh_token(api, make_user):
     make_user(handle="dee")
     tokens = login(api)
-    assert_error(api.post("/api/v1/auth/refresh", {"refresh": tokens["access"]}, format="json"), 401, "token_invalid")
+    assert_error(
+        api.post("/api/v1/auth/refresh", {"refresh": tokens["access"]}, format="json"), 401, "token_invalid"
+    )
 
 
 def test_logout_revokes_the_session_and_its_refresh_tokens(api, make_user):
@@ -199,7 +228,11 @@ def test_logout_revokes_the_session_and_its_refresh_tokens(api, make_user):
     assert api.post("/api/v1/auth/logout", {}, format="json").status_code == 204
     assert_error(api.get("/api/v1/me"), 401, "session_revoked")
     api.credentials()
-    assert_error(api.post("/api/v1/auth/refresh", {"refresh": tokens["refresh"]}, format="json"), 401, "session_revoked")
+    assert_error(
+        api.post("/api/v1/auth/refresh", {"refresh": tokens["refresh"]}, format="json"),
+        401,
+        "session_revoked",
+    )
 
 
 def test_logout_with_only_a_refresh_token(api, make_user):
@@ -227,7 +260,9 @@ def test_sessions_list_and_revoke_another_device(api, make_user, client_for):
 def test_cannot_revoke_another_users_session(make_user, client_for):
     dee, eve = make_user(handle="dee"), make_user(handle="eve")
     dee_client, eve_client = client_for(dee), client_for(eve)
-    assert_error(eve_client.delete(f"/api/v1/auth/sessions/{dee_client.tokens['session_id']}"), 404, "not_found")
+    assert_error(
+        eve_client.delete(f"/api/v1/auth/sessions/{dee_client.tokens['session_id']}"), 404, "not_found"
+    )
     assert dee_client.get("/api/v1/me").status_code == 200
     assert_error(eve_client.delete("/api/v1/auth/sessions/not-a-uuid"), 404)
 
@@ -250,14 +285,20 @@ def test_auth_endpoints_are_throttled(api, monkeypatch):
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"auth": "3/min"})
     ip = f"198.51.100.{uuid.uuid4().int % 250}"  # throttling counts per client address
     for _ in range(3):
-        response = api.post("/api/v1/auth/login", {"login": "ghost", "password": "x"}, format="json", REMOTE_ADDR=ip)
+        response = api.post(
+            "/api/v1/auth/login", {"login": "ghost", "password": "x"}, format="json", REMOTE_ADDR=ip
+        )
         assert response.status_code == 401
-    response = api.post("/api/v1/auth/login", {"login": "ghost", "password": "x"}, format="json", REMOTE_ADDR=ip)
+    response = api.post(
+        "/api/v1/auth/login", {"login": "ghost", "password": "x"}, format="json", REMOTE_ADDR=ip
+    )
     assert_error(response, 429, "throttled")
     assert int(response["Retry-After"]) > 0
 
 
-def test_code_email_goes_out_in_the_asker_language(api, settings, mailoutbox, django_capture_on_commit_callbacks):
+def test_code_email_goes_out_in_the_asker_language(
+    api, settings, mailoutbox, django_capture_on_commit_callbacks
+):
     settings.VERIFICATION_SENDER = "accounts.senders.EmailSender"
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(

@@ -31,7 +31,9 @@ def wait_for_line(path, timeout=30):
 
 def test_register_sends_code_through_a_real_worker(api, tmp_path, real_queue):
     sent_file = tmp_path / "sent.jsonl"
-    with celery_worker(VERIFICATION_SENDER="tests.senders.FileSender", TEST_SENDER_FILE=str(sent_file)) as queue:
+    with celery_worker(
+        VERIFICATION_SENDER="tests.senders.FileSender", TEST_SENDER_FILE=str(sent_file)
+    ) as queue:
         celery_app.conf.task_default_queue = queue
         response = api.post(
             "/api/v1/auth/register",
@@ -42,5 +44,7 @@ def test_register_sends_code_through_a_real_worker(api, tmp_path, real_queue):
         sent = wait_for_line(sent_file)
     assert sent["destination"] == "worker@example.com"
     assert sent["pid"] != os.getpid()  # sent by the worker process, not in-process
-    response = api.post("/api/v1/auth/verify", {"login": "worker@example.com", "code": sent["code"]}, format="json")
+    response = api.post(
+        "/api/v1/auth/verify", {"login": "worker@example.com", "code": sent["code"]}, format="json"
+    )
     assert response.status_code == 200, response.json()

@@ -10,7 +10,12 @@ from tests.processes import ROOT, free_port
 def run_check(**env):
     full = {**os.environ, **env}
     return subprocess.run(
-        [sys.executable, "scripts/check_services.py"], cwd=ROOT, env=full, capture_output=True, text=True, timeout=30
+        [sys.executable, "scripts/check_services.py"],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 

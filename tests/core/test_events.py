@@ -54,7 +54,10 @@ def test_publish_many_locks_once_and_numbers_in_order(alice, bob):
                 events.EventSpec(user_ids=[alice.pk], type="b", data={}),
             ]
         )
-    assert [(e["type"], e["cursor"]) for e in events.events_since(user_id=alice.pk, since=0)["events"]] == [("a", 1), ("b", 2)]
+    assert [(e["type"], e["cursor"]) for e in events.events_since(user_id=alice.pk, since=0)["events"]] == [
+        ("a", 1),
+        ("b", 2),
+    ]
     assert UserStream.objects.get(user=alice).last_seq == 2
     assert UserStream.objects.get(user=bob).last_seq == 1
 

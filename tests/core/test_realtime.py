@@ -193,8 +193,13 @@ async def test_profile_change_reaches_friends_not_strangers(alice, bob, carol):
     await sync_to_async(services.profile_update)(user=bob, changes={"display_name": "Bobby"})
     frame = await next_event(alice_ws, "profile.updated")
     assert frame["data"]["user"] == {
-        "id": bob.pk, "handle": "bob", "display_name": "Bobby", "avatar_url": None,
-        "avatar_thumb_url": None, "region": "", "bio": "",
+        "id": bob.pk,
+        "handle": "bob",
+        "display_name": "Bobby",
+        "avatar_url": None,
+        "avatar_thumb_url": None,
+        "region": "",
+        "bio": "",
     }
     assert await carol_ws.receive_nothing(timeout=0.3)
     await alice_ws.disconnect()

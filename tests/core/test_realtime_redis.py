@@ -66,4 +66,7 @@ async def test_events_cross_server_processes(alice, bob):
             # A sync frame on the other process returns the same stored stream.
             await alice_laptop.send(json.dumps({"type": "sync", "since": 0, "ref": "x"}))
             result = await recv_type(alice_laptop, "sync.result")
-            assert [e["type"] for e in result["events"]] == ["contact.request.received", "contact.friend.added"]
+            assert [e["type"] for e in result["events"]] == [
+                "contact.request.received",
+                "contact.friend.added",
+            ]

@@ -24,7 +24,9 @@ def run_python(code, env, tmp_path):
     set_by_tests = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "SECURE_SSL_REDIRECT", "LOG_FORMAT")
     base = {k: v for k, v in os.environ.items() if k not in set_by_tests}
     base.update(DJANGO_SETTINGS_MODULE="superapp.settings", SUPERAPP_VAR_DIR=str(tmp_path / "var"), **env)
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_embedded_default_needs_no_environment(tmp_path):
@@ -47,7 +49,11 @@ def test_production_needs_a_secret_key(tmp_path):
 
 
 def test_production_shape(tmp_path):
-    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1/x", "REDIS_URL": "redis://127.0.0.1:6379/0", "SECRET_KEY": "k" * 50}
+    env = {
+        "DATABASE_URL": "postgres://postgres@127.0.0.1/x",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "SECRET_KEY": "k" * 50,
+    }
     result = run_python(PROBE, env, tmp_path)
     assert result.returncode == 0, result.stderr
     shape = json.loads(result.stdout.splitlines()[-1])

@@ -17,7 +17,11 @@ class Command(BaseCommand):
         import uvicorn
 
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-        mode = "embedded default (SQLite, in-memory channel layer, eager tasks)" if settings.EMBEDDED else "production"
+        mode = (
+            "embedded default (SQLite, in-memory channel layer, eager tasks)"
+            if settings.EMBEDDED
+            else "production"
+        )
         self.stdout.write(
             f"\nsuperapp ({mode})\n"
             f"  URL:      http://{shown}:{port}/\n"
