@@ -526,3 +526,57 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
         "MessagingPresenceVisibilityEnum": "messaging.models.UserSettings.Visibility",
     }
 )
+
+# --- Payments (docs/payments.md) ---
+PAYMENTS_DEFAULT_CURRENCY = env.str("PAYMENTS_DEFAULT_CURRENCY", default="CNY")
+PAYMENTS_CURRENCIES = env.list("PAYMENTS_CURRENCIES", default=["CNY"])
+# Limits in minor units, per verification level (unverified / real-name verified).
+PAYMENTS_LIMITS = {
+    "unverified": {
+        "per_payment": env.int("PAYMENTS_UNVERIFIED_PER_PAYMENT", default=20_000),
+        "per_day": env.int("PAYMENTS_UNVERIFIED_PER_DAY", default=50_000),
+    },
+    "verified": {
+        "per_payment": env.int("PAYMENTS_VERIFIED_PER_PAYMENT", default=5_000_000),
+        "per_day": env.int("PAYMENTS_VERIFIED_PER_DAY", default=20_000_000),
+    },
+}
+PAYMENTS_TOP_UP_MAX = env.int("PAYMENTS_TOP_UP_MAX", default=5_000_000)
+PAYMENTS_PIN_MAX_ATTEMPTS = 5
+PAYMENTS_PIN_LOCK = timedelta(hours=3)
+PAYMENTS_TRANSFER_TTL = timedelta(hours=24)
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+PAYMENTS_PROVIDER = env.str("PAYMENTS_PROVIDER", default="stripe" if STRIPE_SECRET_KEY else "sandbox")
+# A red packet holds at most 200 CNY, as WeChat's.
+PAYMENTS_RED_PACKET_MAX_AMOUNT = env.int("PAYMENTS_RED_PACKET_MAX_AMOUNT", default=20_000)
+PAYMENTS_RED_PACKET_MAX_COUNT = 100
+PAYMENTS_RED_PACKET_TTL = timedelta(hours=24)
+IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "PaymentsEntryKindEnum": "payments.models.JournalEntry.Kind",
+        "PaymentsTransferStatusEnum": "payments.models.Transfer.Status",
+        "PaymentsRedPacketKindEnum": "payments.models.RedPacket.Kind",
+        "PaymentsRedPacketStatusEnum": "payments.models.RedPacket.Status",
+        "PaymentsWithdrawalStatusEnum": "payments.models.Withdrawal.Status",
+    }
+)
+CELERY_BEAT_SCHEDULE["payments-resubmit-stale-withdrawals"] = {
+    "task": "payments.resubmit_stale_withdrawals",
+    "schedule": 600.0,
+}
+CELERY_BEAT_SCHEDULE["payments-refund-expired-red-packets"] = {
+    "task": "payments.refund_expired_red_packets",
+    "schedule": 300.0,
+}
+CELERY_BEAT_SCHEDULE["payments-reconcile-ledger"] = {"task": "payments.reconcile_ledger", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["payments-refund-expired-transfers"] = {
+    "task": "payments.refund_expired_transfers",
+    "schedule": 300.0,
+}
+CELERY_BEAT_SCHEDULE["payments-purge-idempotency-keys"] = {
+    "task": "payments.purge_idempotency_keys",
+    "schedule": 3600.0,
+}

@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("accounts.api.urls")),
     path("moments/", include("moments.api.urls")),
     path("messaging/", include("messaging.api.urls")),
+    path("payments/", include("payments.api.urls")),
     path("sync", core_views.SyncView.as_view(), name="sync"),
     path("push/", include("superapp.core.push.api.urls")),
 ]

@@ -10,6 +10,7 @@ smaller number (the race that a global auto-increment id would have).
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class TimeStampedModel(models.Model):
@@ -55,6 +56,27 @@ class Event(models.Model):
 
     def envelope(self) -> dict:
         return {"type": self.type, "cursor": self.seq, "data": self.data}
+
+
+class IdempotencyKey(models.Model):
+    """One idempotency key of one user: the request's fingerprint and, once done, its response."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"idempotency key {self.key!r} of {self.user_id}"
 
 
 # Push devices live in their own package (superapp.core.push); imported here so Django sees the model.

@@ -1,0 +1,676 @@
+"""Writes of the payments app (its public write interface).
+
+Money services are wrapped in :func:`payments.ledger.money_atomic` (``atomic(durable=True)`` plus
+a bounded retry of deadlocks and serialization failures). Lock order inside one transaction:
+the business row (transfer, top-up) or the payer's :class:`WalletSettings` row, then ledger
+accounts in ascending id order in one query, then event stream heads (``publish``, last).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.hashers import check_password, make_password
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
+
+from accounts import selectors as account_selectors
+from superapp.core import events as core_events
+from superapp.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ValidationFailed
+
+from . import events
+from .ledger import Leg, account_for, accounts_lock, ledger_post, money_atomic, wallet_for
+from .models import (
+    AccountKind,
+    Card,
+    JournalEntry,
+    LedgerAccount,
+    ProviderEvent,
+    RedPacket,
+    TopUp,
+    Transfer,
+    WalletSettings,
+    Withdrawal,
+)
+from .providers import PROVIDERS, CardSetup, Provider, ProviderError, ProviderUnavailable, get_provider
+
+logger = logging.getLogger(__name__)
+
+
+class PinLocked(ApplicationError):
+    status_code = 403
+    default_code = "pin_locked"
+
+
+# --- settings and PIN -------------------------------------------------------------------------
+
+
+def wallet_settings_get(*, user_id: int) -> WalletSettings:
+    """The user's wallet settings, created with defaults on first use (race-free)."""
+    row = WalletSettings.objects.filter(user_id=user_id).first()
+    if row is None:
+        WalletSettings.objects.bulk_create([WalletSettings(user_id=user_id)], ignore_conflicts=True)
+        row = WalletSettings.objects.get(user_id=user_id)
+    return row
+
+
+def _lock_settings(user_id: int) -> WalletSettings:
+    wallet_settings_get(user_id=user_id)
+    return WalletSettings.objects.select_for_update().get(user_id=user_id)
+
+
+def _check_pin_format(pin: str, field: str = "pin") -> None:
+    if not isinstance(pin, str) or not re.fullmatch(r"[0-9]{6}", pin):
+        raise ValidationFailed(
+            fields={field: [_("The payment PIN is exactly 6 digits.")]}, code="invalid_pin_format"
+        )
+
+
+@transaction.atomic
+def wallet_settings_update(*, user_id: int, auto_accept_transfers: bool | None = None) -> WalletSettings:
+    row = _lock_settings(user_id)
+    if auto_accept_transfers is not None:
+        row.auto_accept_transfers = auto_accept_transfers
+        row.save(update_fields=["auto_accept_transfers"])
+    return row
+
+
+@transaction.atomic
+def wallet_verification_level_set(*, user_id: int, level: str) -> WalletSettings:
+    """Record the user's verification level (staff, after a real-name check); it picks the limits."""
+    if level not in WalletSettings.Level.values:
+        raise ValidationFailed(fields={"level": [_("unverified or verified")]})
+    row = _lock_settings(user_id)
+    row.verification_level = level
+    row.save(update_fields=["verification_level"])
+    return row
+
+
+@transaction.atomic
+def pin_set(*, user_id: int, pin: str) -> None:
+    """Set the first payment PIN (changing one goes through :func:`pin_change`)."""
+    _check_pin_format(pin)
+    row = _lock_settings(user_id)
+    if row.pin_hash:
+        raise Conflict(_("A payment PIN is already set; change or reset it."), code="pin_already_set")
+    row.pin_hash = make_password(pin)
+    row.pin_failed_attempts = 0
+    row.save(update_fields=["pin_hash", "pin_failed_attempts"])
+
+
+def pin_change(*, user_id: int, old_pin: str, pin: str) -> None:
+    """Change the PIN: the old one is verified first (a wrong one counts toward the lock)."""
+    _check_pin_format(pin)
+    pin_verify(user_id=user_id, pin=old_pin)
+    with transaction.atomic():
+        row = _lock_settings(user_id)
+        row.pin_hash = make_password(pin)
+        row.save(update_fields=["pin_hash"])
+
+
+def pin_reset(*, user_id: int, password: str, pin: str) -> None:
+    """Forgotten PIN: the account password proves the owner; clears the lock."""
+    _check_pin_format(pin)
+    user = account_selectors.user_get(user_id=user_id)
+    if not user.check_password(password):
+        raise Forbidden(_("Wrong password."), code="invalid_password")
+    with transaction.atomic():
+        row = _lock_settings(user_id)
+        row.pin_hash = make_password(pin)
+        row.pin_failed_attempts = 0
+        row.pin_locked_until = None
+        row.save(update_fields=["pin_hash", "pin_failed_attempts", "pin_locked_until"])
+
+
+def pin_verify(*, user_id: int, pin: str) -> None:
+    """Check the payment PIN. Wrong tries are committed even though this raises; after
+    ``PAYMENTS_PIN_MAX_ATTEMPTS`` payments are locked for ``PAYMENTS_PIN_LOCK``.
+
+    Raises:
+        Forbidden ``pin_not_set``, ``invalid_pin``; PinLocked ``pin_locked``.
+    """
+    failure: ApplicationError | None = None
+    with transaction.atomic():
+        row = _lock_settings(user_id)
+        now = timezone.now()
+        if not row.pin_hash:
+            failure = Forbidden(_("Set a payment PIN first."), code="pin_not_set")
+        elif row.pin_locked_until and row.pin_locked_until > now:
+            failure = PinLocked(_("Too many wrong PINs. Payments are locked for a while."))
+        elif isinstance(pin, str) and check_password(pin, row.pin_hash):
+            if row.pin_failed_attempts:
+                row.pin_failed_attempts = 0
+                row.save(update_fields=["pin_failed_attempts"])
+        else:
+            row.pin_failed_attempts += 1
+            if row.pin_failed_attempts >= settings.PAYMENTS_PIN_MAX_ATTEMPTS:
+                row.pin_failed_attempts = 0
+                row.pin_locked_until = now + settings.PAYMENTS_PIN_LOCK
+                failure = PinLocked(_("Too many wrong PINs. Payments are locked for 3 hours."))
+            else:
+                left = settings.PAYMENTS_PIN_MAX_ATTEMPTS - row.pin_failed_attempts
+                failure = Forbidden(
+                    _("Wrong payment PIN (%(left)d tries left).") % {"left": left}, code="invalid_pin"
+                )
+            row.save(update_fields=["pin_failed_attempts", "pin_locked_until"])
+    if failure is not None:
+        raise failure
+
+
+# --- amounts and limits -----------------------------------------------------------------------
+
+
+def _check_amount(amount: int, currency: str) -> None:
+    if type(amount) is not int or amount <= 0:
+        raise ValidationFailed(fields={"amount": [_("A positive whole number of minor units (fen).")]})
+    if currency not in settings.PAYMENTS_CURRENCIES:
+        raise ValidationFailed(
+            fields={"currency": [_("This currency is not supported.")]}, code="unsupported_currency"
+        )
+
+
+def _day_start(now: datetime) -> datetime:
+    return timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _check_limits(*, payer: WalletSettings, amount: int, currency: str) -> None:
+    """Per-payment and per-day limits of the payer's level. Caller holds the payer's settings
+    row lock, which serializes one payer's payments so the daily sum cannot be raced."""
+    limits = settings.PAYMENTS_LIMITS[payer.verification_level]
+    if amount > limits["per_payment"]:
+        raise ValidationFailed(
+            _("This amount is over your per-payment limit."),
+            code="limit_per_payment",
+            fields={"amount": [str(limits["per_payment"])]},
+        )
+    today = _day_start(timezone.now())
+    transfers = (
+        Transfer.objects.filter(sender_id=payer.user_id, currency=currency, created_at__gte=today)
+        .exclude(status=Transfer.Status.REFUNDED)
+        .aggregate(total=Sum("amount"))["total"]
+    )
+    packets = RedPacket.objects.filter(
+        sender_id=payer.user_id, currency=currency, created_at__gte=today
+    ).aggregate(total=Sum("total_amount"))["total"]
+    withdrawals = (
+        Withdrawal.objects.filter(user_id=payer.user_id, currency=currency, created_at__gte=today)
+        .exclude(status=Withdrawal.Status.FAILED)
+        .aggregate(total=Sum("amount"))["total"]
+    )
+    spent = (transfers or 0) + (packets or 0) + (withdrawals or 0)
+    if spent + amount > limits["per_day"]:
+        raise ValidationFailed(_("This payment would exceed your daily limit."), code="limit_per_day")
+
+
+# --- top-ups ----------------------------------------------------------------------------------
+
+
+def _customer_id(*, user_id: int, provider: Provider) -> str:
+    """The user's customer at the provider, created on first use (outside any transaction)."""
+    current = wallet_settings_get(user_id=user_id).provider_customer_id
+    if current:
+        return current
+    created = provider.customer_create(user_id=user_id)
+    # Two first uses racing: the first one stored wins; the other customer stays unused.
+    WalletSettings.objects.filter(user_id=user_id, provider_customer_id="").update(
+        provider_customer_id=created
+    )
+    return WalletSettings.objects.values_list("provider_customer_id", flat=True).get(user_id=user_id)
+
+
+def card_setup(*, user_id: int) -> CardSetup:
+    """Start linking a card: the app confirms the returned SetupIntent with the provider's SDK."""
+    provider = get_provider()
+    return provider.card_setup(customer_id=_customer_id(user_id=user_id, provider=provider))
+
+
+def card_link(*, user_id: int, payment_method_id: str) -> Card:
+    """Attach a confirmed payment method to the user's customer and remember it."""
+    if not payment_method_id or len(payment_method_id) > 255:
+        raise ValidationFailed(fields={"payment_method_id": [_("Give the payment method id.")]})
+    provider = get_provider()
+    info = provider.card_attach(
+        customer_id=_customer_id(user_id=user_id, provider=provider), payment_method_id=payment_method_id
+    )
+    with transaction.atomic():
+        existing = Card.objects.filter(provider=provider.name, provider_ref=info.provider_ref).first()
+        if existing is not None:
+            if existing.user_id != user_id:
+                raise Conflict(_("This card is linked to another account."), code="card_in_use")
+            return existing
+        return Card.objects.create(
+            user_id=user_id,
+            provider=provider.name,
+            provider_ref=info.provider_ref,
+            brand=info.brand,
+            last4=info.last4,
+            exp_month=info.exp_month,
+            exp_year=info.exp_year,
+        )
+
+
+def card_remove(*, user_id: int, card_id: int) -> None:
+    card = Card.objects.filter(pk=card_id, user_id=user_id).first()
+    if card is None:
+        raise NotFound()
+    get_provider().card_detach(payment_method_id=card.provider_ref)
+    Card.objects.filter(pk=card.pk).delete()
+
+
+def top_up_create(
+    *, user_id: int, amount: int, currency: str | None = None, card_id: int | None = None
+) -> TopUp:
+    """Add money from a card. The sandbox provider succeeds at once; Stripe credits the wallet
+    when its signed webhook arrives (:func:`provider_event_handle`)."""
+    currency = currency or settings.PAYMENTS_DEFAULT_CURRENCY
+    _check_amount(amount, currency)
+    if amount > settings.PAYMENTS_TOP_UP_MAX:
+        raise ValidationFailed(
+            fields={"amount": [_("At most %(max)d per top-up.") % {"max": settings.PAYMENTS_TOP_UP_MAX}]}
+        )
+    provider = get_provider()
+    card = None
+    if card_id is not None:
+        card = Card.objects.filter(pk=card_id, user_id=user_id, provider=provider.name).first()
+        if card is None:
+            raise ValidationFailed(fields={"card_id": [_("Not one of your cards.")]})
+    customer_id = _customer_id(user_id=user_id, provider=provider)
+    top_up = TopUp.objects.create(user_id=user_id, amount=amount, currency=currency, provider=provider.name)
+    # Outside any transaction: the provider may be an HTTP service.
+    try:
+        result = provider.start_top_up(
+            top_up_id=top_up.id,
+            amount=amount,
+            currency=currency,
+            customer_id=customer_id,
+            payment_method_id=card.provider_ref if card else None,
+        )
+    except ApplicationError:
+        TopUp.objects.filter(pk=top_up.pk, status=TopUp.Status.PENDING).update(status=TopUp.Status.FAILED)
+        raise
+    TopUp.objects.filter(pk=top_up.pk).update(provider_ref=result.provider_ref)
+    if result.succeeded:
+        return top_up_settle(top_up_id=top_up.id)
+    top_up.provider_ref = result.provider_ref
+    return top_up
+
+
+@money_atomic
+def top_up_settle(*, top_up_id: int) -> TopUp:
+    """Credit a top-up the provider confirmed. Safe to call twice (the second does nothing)."""
+    top_up = TopUp.objects.select_for_update().get(pk=top_up_id)
+    _top_up_credit(top_up)
+    return top_up
+
+
+def _top_up_credit(top_up: TopUp) -> None:
+    """Caller holds the top-up's row lock inside a money transaction."""
+    if top_up.status == TopUp.Status.SUCCEEDED:
+        return
+    wallet = wallet_for(user_id=top_up.user_id, currency=top_up.currency)
+    clearing = account_for(kind=AccountKind.PROVIDER_CLEARING, currency=top_up.currency)
+    ledger_post(
+        kind=JournalEntry.Kind.TOP_UP,
+        reference=f"topup:{top_up.id}",
+        legs=[Leg(clearing, -top_up.amount), Leg(wallet, top_up.amount)],
+    )
+    top_up.status = TopUp.Status.SUCCEEDED
+    top_up.save(update_fields=["status"])
+    balance = LedgerAccount.objects.values_list("balance", flat=True).get(pk=wallet.pk)
+    core_events.publish(
+        user_ids=[top_up.user_id],
+        type=events.TOP_UP_SUCCEEDED,
+        data=events.top_up_payload(top_up, balance=balance),
+    )
+
+
+@money_atomic
+def provider_event_handle(*, provider: str, event_id: str, type: str, obj: dict) -> str:
+    """Apply one verified webhook event, exactly once; returns the outcome (kept on the row).
+
+    The event id is inserted under a unique constraint in the same transaction as the effect:
+    a replay (or a concurrent duplicate delivery) finds it and does nothing. Events may come
+    out of order: a failure after a success changes nothing, a success after a failure credits.
+    Unknown types are recorded and ignored.
+    """
+    try:
+        with transaction.atomic():
+            row = ProviderEvent.objects.create(provider=provider, event_id=event_id, type=type, outcome="")
+    except IntegrityError:
+        return "duplicate"
+    outcome = "ignored"
+    if type in ("payment_intent.succeeded", "payment_intent.payment_failed"):
+        top_up = (
+            TopUp.objects.select_for_update()
+            .filter(provider=provider, provider_ref=obj.get("id", ""))
+            .first()
+        )
+        if top_up is None:
+            outcome = "unknown_object"
+            logger.warning(
+                "payments.webhook_unknown_object", extra={"event_id": event_id, "object": obj.get("id")}
+            )
+        elif type == "payment_intent.payment_failed":
+            if top_up.status == TopUp.Status.PENDING:
+                top_up.status = TopUp.Status.FAILED
+                top_up.save(update_fields=["status"])
+                outcome = "failed"
+        elif (
+            obj.get("amount_received", obj.get("amount")) != top_up.amount
+            or str(obj.get("currency", "")).upper() != top_up.currency
+        ):
+            outcome = "amount_mismatch"
+            logger.error(
+                "payments.webhook_amount_mismatch", extra={"event_id": event_id, "top_up_id": top_up.id}
+            )
+        elif top_up.status == TopUp.Status.SUCCEEDED:
+            outcome = "already_credited"
+        else:
+            _top_up_credit(top_up)
+            outcome = "credited"
+    elif type in ("payout.paid", "payout.failed"):
+        withdrawal = (
+            Withdrawal.objects.select_for_update()
+            .filter(provider=provider, provider_ref=obj.get("id", ""))
+            .first()
+        )
+        if withdrawal is None:
+            outcome = "unknown_object"
+            logger.warning(
+                "payments.webhook_unknown_object", extra={"event_id": event_id, "object": obj.get("id")}
+            )
+        elif _withdrawal_finish(
+            withdrawal,
+            paid=type == "payout.paid",
+            reason=str(obj.get("failure_message") or obj.get("failure_code") or ""),
+        ):
+            outcome = "paid" if type == "payout.paid" else "returned"
+    row.outcome = outcome
+    row.save(update_fields=["outcome"])
+    return outcome
+
+
+# --- transfers --------------------------------------------------------------------------------
+
+
+def transfer_create(
+    *, sender_id: int, receiver_id: int, amount: int, pin: str, note: str = "", currency: str | None = None
+) -> Transfer:
+    """Send money to a friend. It waits in escrow until the receiver accepts it (at once when
+    they auto-accept), or goes back to the sender after ``PAYMENTS_TRANSFER_TTL``."""
+    currency = currency or settings.PAYMENTS_DEFAULT_CURRENCY
+    _check_amount(amount, currency)
+    if len(note) > 100:
+        raise ValidationFailed(fields={"note": [_("At most 100 characters.")]})
+    if receiver_id == sender_id:
+        raise ValidationFailed(_("You cannot transfer to yourself."), code="self_transfer")
+    if not account_selectors.are_friends(user_a=sender_id, user_b=receiver_id):
+        raise Forbidden(_("You can only transfer to friends."), code="not_friends")
+    pin_verify(user_id=sender_id, pin=pin)
+    return _transfer_create(
+        sender_id=sender_id, receiver_id=receiver_id, amount=amount, note=note, currency=currency
+    )
+
+
+@money_atomic
+def _transfer_create(*, sender_id: int, receiver_id: int, amount: int, note: str, currency: str) -> Transfer:
+    payer = _lock_settings(sender_id)
+    _check_limits(payer=payer, amount=amount, currency=currency)
+    auto_accept = wallet_settings_get(user_id=receiver_id).auto_accept_transfers
+    sender_wallet = wallet_for(user_id=sender_id, currency=currency)
+    escrow = account_for(kind=AccountKind.TRANSFER_ESCROW, owner_id=sender_id, currency=currency)
+    receiver_wallet = wallet_for(user_id=receiver_id, currency=currency)
+    now = timezone.now()
+    transfer = Transfer.objects.create(
+        sender_id=sender_id,
+        receiver_id=receiver_id,
+        amount=amount,
+        currency=currency,
+        note=note,
+        expires_at=now + settings.PAYMENTS_TRANSFER_TTL,
+    )
+    if auto_accept:
+        # Lock all three accounts at once, in id order, before the two entries.
+        accounts_lock(account_ids=[sender_wallet.id, escrow.id, receiver_wallet.id])
+    ledger_post(
+        kind=JournalEntry.Kind.TRANSFER_SEND,
+        reference=f"transfer:{transfer.id}:send",
+        legs=[Leg(sender_wallet, -amount), Leg(escrow, amount)],
+        memo=note,
+    )
+    specs = [
+        core_events.EventSpec(
+            user_ids=[sender_id, receiver_id],
+            type=events.TRANSFER_CREATED,
+            data=events.transfer_payload(transfer),
+        )
+    ]
+    if auto_accept:
+        _settle(transfer, to_receiver=True, escrow=escrow, now=now)
+        specs.append(
+            core_events.EventSpec(
+                user_ids=[sender_id, receiver_id],
+                type=events.TRANSFER_ACCEPTED,
+                data=events.transfer_payload(transfer),
+            )
+        )
+    core_events.publish_many(specs=specs)
+    return transfer
+
+
+def _settle(
+    transfer: Transfer, *, to_receiver: bool, escrow: LedgerAccount | None = None, now: datetime
+) -> None:
+    """Move a pending transfer out of escrow. Caller holds the transfer (or just created it)."""
+    escrow = escrow or account_for(
+        kind=AccountKind.TRANSFER_ESCROW, owner_id=transfer.sender_id, currency=transfer.currency
+    )
+    target = transfer.receiver_id if to_receiver else transfer.sender_id
+    wallet = wallet_for(user_id=target, currency=transfer.currency)
+    ledger_post(
+        kind=JournalEntry.Kind.TRANSFER_ACCEPT if to_receiver else JournalEntry.Kind.TRANSFER_REFUND,
+        reference=f"transfer:{transfer.id}:{'accept' if to_receiver else 'refund'}",
+        legs=[Leg(escrow, -transfer.amount), Leg(wallet, transfer.amount)],
+    )
+    transfer.status = Transfer.Status.ACCEPTED if to_receiver else Transfer.Status.REFUNDED
+    transfer.resolved_at = now
+    transfer.save(update_fields=["status", "resolved_at"])
+
+
+def _locked_transfer(transfer_id: int, user_id: int) -> Transfer:
+    transfer = Transfer.objects.select_for_update().filter(pk=transfer_id).first()
+    if transfer is None or user_id not in (transfer.sender_id, transfer.receiver_id):
+        raise NotFound()
+    if transfer.receiver_id != user_id:
+        raise Forbidden(_("Only the receiver can do this."), code="not_receiver")
+    if transfer.status != Transfer.Status.PENDING:
+        raise Conflict(
+            _("This transfer was already %(status)s.") % {"status": transfer.status},
+            code="transfer_not_pending",
+        )
+    return transfer
+
+
+@money_atomic
+def transfer_accept(*, user_id: int, transfer_id: int) -> Transfer:
+    """The receiver takes the money. After expiry the refund wins (``transfer_expired``)."""
+    transfer = _locked_transfer(transfer_id, user_id)
+    now = timezone.now()
+    if transfer.expires_at <= now:
+        raise Conflict(_("This transfer has expired and goes back to the sender."), code="transfer_expired")
+    _settle(transfer, to_receiver=True, now=now)
+    core_events.publish(
+        user_ids=[transfer.sender_id, transfer.receiver_id],
+        type=events.TRANSFER_ACCEPTED,
+        data=events.transfer_payload(transfer),
+    )
+    return transfer
+
+
+@money_atomic
+def transfer_return(*, user_id: int, transfer_id: int) -> Transfer:
+    """The receiver declines: the money goes back to the sender at once."""
+    transfer = _locked_transfer(transfer_id, user_id)
+    _settle(transfer, to_receiver=False, now=timezone.now())
+    core_events.publish(
+        user_ids=[transfer.sender_id, transfer.receiver_id],
+        type=events.TRANSFER_REFUNDED,
+        data=events.transfer_payload(transfer),
+    )
+    return transfer
+
+
+@money_atomic
+def transfer_refund_if_expired(*, transfer_id: int) -> bool:
+    """Refund one expired pending transfer; ``False`` when there is nothing to do (safe twice)."""
+    transfer = Transfer.objects.select_for_update().filter(pk=transfer_id).first()
+    now = timezone.now()
+    if transfer is None or transfer.status != Transfer.Status.PENDING or transfer.expires_at > now:
+        return False
+    _settle(transfer, to_receiver=False, now=now)
+    core_events.publish(
+        user_ids=[transfer.sender_id, transfer.receiver_id],
+        type=events.TRANSFER_REFUNDED,
+        data=events.transfer_payload(transfer),
+    )
+    return True
+
+
+def transfers_refund_expired(*, batch: int = 500) -> int:
+    """Refund every expired pending transfer, each in its own transaction; returns how many."""
+    ids = list(
+        Transfer.objects.filter(status=Transfer.Status.PENDING, expires_at__lte=timezone.now())
+        .order_by("expires_at")
+        .values_list("id", flat=True)[:batch]
+    )
+    return sum(transfer_refund_if_expired(transfer_id=i) for i in ids)
+
+
+# --- withdrawals ------------------------------------------------------------------------------
+
+
+def withdrawal_create(
+    *, user_id: int, amount: int, destination: str, pin: str, currency: str | None = None
+) -> Withdrawal:
+    """Withdraw to a bank account: the amount is held at once, the payout is created by a
+    Celery task after commit, and the hold is paid out or returned when the provider answers."""
+    currency = currency or settings.PAYMENTS_DEFAULT_CURRENCY
+    _check_amount(amount, currency)
+    if not destination or len(destination) > 255:
+        raise ValidationFailed(fields={"bank_account_id": [_("Give the bank account.")]})
+    pin_verify(user_id=user_id, pin=pin)
+    return _withdrawal_hold(user_id=user_id, amount=amount, destination=destination, currency=currency)
+
+
+@money_atomic
+def _withdrawal_hold(*, user_id: int, amount: int, destination: str, currency: str) -> Withdrawal:
+    payer = _lock_settings(user_id)
+    _check_limits(payer=payer, amount=amount, currency=currency)
+    withdrawal = Withdrawal.objects.create(
+        user_id=user_id,
+        amount=amount,
+        currency=currency,
+        destination=destination,
+        provider=get_provider().name,
+    )
+    ledger_post(
+        kind=JournalEntry.Kind.WITHDRAWAL_HOLD,
+        reference=f"withdrawal:{withdrawal.id}:hold",
+        legs=[
+            Leg(wallet_for(user_id=user_id, currency=currency), -amount),
+            Leg(account_for(kind=AccountKind.WITHDRAWAL_HOLD, owner_id=user_id, currency=currency), amount),
+        ],
+    )
+    from .tasks import submit_withdrawal  # the tasks module imports this one
+
+    transaction.on_commit(lambda: submit_withdrawal.delay(withdrawal.id))
+    core_events.publish(
+        user_ids=[user_id], type=events.WITHDRAWAL_UPDATED, data=events.withdrawal_payload(withdrawal)
+    )
+    return withdrawal
+
+
+def withdrawal_submit(*, withdrawal_id: int) -> None:
+    """Create the payout of a held withdrawal (the Celery task's body; safe to run twice: the
+    provider call carries an idempotency key derived from the withdrawal).
+
+    Raises:
+        ProviderUnavailable: the provider could not be reached; the task retries.
+    """
+    withdrawal = Withdrawal.objects.filter(pk=withdrawal_id, status=Withdrawal.Status.PENDING).first()
+    if withdrawal is None:
+        return
+    provider = import_string(PROVIDERS[withdrawal.provider])()
+    try:
+        result = provider.payout_create(
+            withdrawal_id=withdrawal.id,
+            amount=withdrawal.amount,
+            currency=withdrawal.currency,
+            destination=withdrawal.destination,
+        )
+    except ProviderUnavailable:
+        raise
+    except ProviderError as exc:
+        withdrawal_resolve(withdrawal_id=withdrawal.id, paid=False, reason=exc.message)
+        return
+    Withdrawal.objects.filter(pk=withdrawal.id, status=Withdrawal.Status.PENDING).update(
+        status=Withdrawal.Status.PROCESSING, provider_ref=result.provider_ref
+    )
+    if result.paid:
+        withdrawal_resolve(withdrawal_id=withdrawal.id, paid=True)
+
+
+def withdrawals_resubmit_stale(*, older_than_minutes: int = 10) -> int:
+    """Submit again withdrawals still pending (a lost task); the idempotency key makes it safe."""
+    cutoff = timezone.now() - timedelta(minutes=older_than_minutes)
+    ids = list(
+        Withdrawal.objects.filter(status=Withdrawal.Status.PENDING, created_at__lt=cutoff).values_list(
+            "id", flat=True
+        )[:200]
+    )
+    for withdrawal_id in ids:
+        withdrawal_submit(withdrawal_id=withdrawal_id)
+    return len(ids)
+
+
+@money_atomic
+def withdrawal_resolve(*, withdrawal_id: int, paid: bool, reason: str = "") -> bool:
+    """Pay out (hold -> provider clearing) or return (hold -> wallet) a withdrawal; once."""
+    withdrawal = Withdrawal.objects.select_for_update().get(pk=withdrawal_id)
+    return _withdrawal_finish(withdrawal, paid=paid, reason=reason)
+
+
+def _withdrawal_finish(withdrawal: Withdrawal, *, paid: bool, reason: str) -> bool:
+    """Caller holds the withdrawal's row lock in a money transaction. Final states stay final
+    (a late or replayed event changes nothing)."""
+    if withdrawal.status in (Withdrawal.Status.PAID, Withdrawal.Status.FAILED):
+        return False
+    hold = account_for(
+        kind=AccountKind.WITHDRAWAL_HOLD, owner_id=withdrawal.user_id, currency=withdrawal.currency
+    )
+    target = (
+        account_for(kind=AccountKind.PROVIDER_CLEARING, currency=withdrawal.currency)
+        if paid
+        else wallet_for(user_id=withdrawal.user_id, currency=withdrawal.currency)
+    )
+    ledger_post(
+        kind=JournalEntry.Kind.WITHDRAWAL_PAID if paid else JournalEntry.Kind.WITHDRAWAL_RETURN,
+        reference=f"withdrawal:{withdrawal.id}:{'paid' if paid else 'return'}",
+        legs=[Leg(hold, -withdrawal.amount), Leg(target, withdrawal.amount)],
+    )
+    withdrawal.status = Withdrawal.Status.PAID if paid else Withdrawal.Status.FAILED
+    withdrawal.failure_reason = "" if paid else reason[:200]
+    withdrawal.resolved_at = timezone.now()
+    withdrawal.save(update_fields=["status", "failure_reason", "resolved_at"])
+    core_events.publish(
+        user_ids=[withdrawal.user_id],
+        type=events.WITHDRAWAL_UPDATED,
+        data=events.withdrawal_payload(withdrawal),
+    )
+    return True

@@ -1,0 +1,45 @@
+"""Thin Celery tasks of the payments app (safe to run twice)."""
+
+from celery import shared_task
+
+from superapp.core.idempotency import idempotency_keys_purge
+
+from . import red_packets, services
+from .ledger import ledger_reconcile
+from .providers import ProviderUnavailable
+
+
+@shared_task(name="payments.reconcile_ledger", ignore_result=True)
+def reconcile_ledger() -> bool:
+    return ledger_reconcile().ok
+
+
+@shared_task(name="payments.refund_expired_transfers", ignore_result=True)
+def refund_expired_transfers() -> int:
+    return services.transfers_refund_expired()
+
+
+@shared_task(name="payments.purge_idempotency_keys", ignore_result=True)
+def purge_idempotency_keys() -> int:
+    return idempotency_keys_purge()
+
+
+@shared_task(name="payments.refund_expired_red_packets", ignore_result=True)
+def refund_expired_red_packets() -> int:
+    return red_packets.red_packets_refund_expired()
+
+
+@shared_task(
+    name="payments.submit_withdrawal",
+    ignore_result=True,
+    autoretry_for=(ProviderUnavailable,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def submit_withdrawal(withdrawal_id: int) -> None:
+    services.withdrawal_submit(withdrawal_id=withdrawal_id)
+
+
+@shared_task(name="payments.resubmit_stale_withdrawals", ignore_result=True)
+def resubmit_stale_withdrawals() -> int:
+    return services.withdrawals_resubmit_stale()
