@@ -56,6 +56,16 @@ def user_public(user: User) -> dict[str, Any]:
     }
 
 
+def user_brief(user: User) -> dict[str, Any]:
+    """How a person appears inside other features (chat, Moments): a name and an avatar."""
+    return {
+        "id": user.id,
+        "handle": user.handle,
+        "display_name": user.display_name,
+        "avatar_thumb_url": _url(user.avatar_thumb),
+    }
+
+
 def me_private(user: User) -> dict[str, Any]:
     return {
         **user_public(user),

@@ -9,6 +9,7 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from superapp.core.errors import NotFound
 
+from .events import user_brief, user_public  # noqa: F401  (payload shapes other apps render)
 from .identifiers import classify_login
 from .models import Block, ContactTag, FriendRequest, Friendship, LoginSession, User
 

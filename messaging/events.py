@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from accounts import selectors as account_selectors
+
 MESSAGE_NEW = "message.new"
 MESSAGE_RECALLED = "message.recalled"
 MESSAGE_DELETED = "message.deleted"
@@ -76,14 +78,8 @@ def _time(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def user_brief(user) -> dict[str, Any]:
-    """How a person appears in messaging: enough to draw a name and an avatar."""
-    return {
-        "id": user.id,
-        "handle": user.handle,
-        "display_name": user.display_name,
-        "avatar_thumb_url": _url(user.avatar_thumb),
-    }
+# How a person appears in messaging: the accounts app's brief shape.
+user_brief = account_selectors.user_brief
 
 
 def quote(msg) -> dict[str, Any]:

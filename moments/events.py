@@ -10,6 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 
+from accounts import selectors as account_selectors
+
 from .models import Comment, Media, Notification, Post
 
 POST_CREATED = "moments.post.created"  # to the author's own devices
@@ -61,9 +63,9 @@ def user_brief_values(
     }
 
 
-def user_brief(user) -> dict[str, Any]:
-    """How a person appears in Moments: enough to draw a name and an avatar."""
-    return user_brief_values(user.id, user.handle, user.display_name, user.avatar_thumb.name)
+# How a person appears in Moments: the accounts app's brief shape (user_brief_values is the same
+# shape built from raw SQL rows, for the feed statement).
+user_brief = account_selectors.user_brief
 
 
 def media(item: Media) -> dict[str, Any]:

@@ -9,16 +9,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from superapp.core.serializers import BuilderSerializer
+
 from .. import events
-
-
-class BuilderSerializer(serializers.Serializer):
-    """Declares fields for the schema; renders with ``builder``."""
-
-    builder = staticmethod(lambda obj: {})
-
-    def to_representation(self, instance):
-        return type(self).builder(instance)
 
 
 class UserPublicSerializer(BuilderSerializer):

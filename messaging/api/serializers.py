@@ -12,21 +12,13 @@ from typing import Any
 from rest_framework import serializers
 
 from superapp.core.errors import ValidationFailed
+from superapp.core.serializers import BuilderSerializer
 
 from .. import content, events, selectors
 from ..models import Attachment, Conversation, Member, Message, UserSettings
 
 SENDABLE_CHOICES = [(k, k) for k in content.SENDABLE_KINDS]
 MANAGED_ROLES = [(Member.Role.ADMIN.value, "admin"), (Member.Role.MEMBER.value, "member")]
-
-
-class BuilderSerializer(serializers.Serializer):
-    """Declares fields for the schema; renders with ``builder``."""
-
-    builder = staticmethod(lambda obj: {})
-
-    def to_representation(self, instance):
-        return type(self).builder(instance)
 
 
 class ChatUserBriefSerializer(BuilderSerializer):

@@ -208,9 +208,8 @@ def append(
     msg.search = None  # the SQL expression is not a value to keep around
     if fields:
         Conversation.objects.filter(pk=conv.pk).update(**{f: getattr(conv, f) for f in fields})
-    if claimed:
-        pass  # claim_seq moved the reader's mark already
-    elif reader_id is not None and reader_id in r.members:
+    # When claimed, claim_seq moved the reader's mark already.
+    if not claimed and reader_id is not None and reader_id in r.members:
         Member.objects.filter(pk=r.members[reader_id].pk).update(last_read_seq=seq)
         r.members[reader_id].last_read_seq = seq
     if mentions:

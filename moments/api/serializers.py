@@ -14,19 +14,12 @@ from django.core.validators import URLValidator
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from superapp.core.serializers import BuilderSerializer
+
 from .. import events
 from ..models import Media, MomentsProfile, Notification, Post, Report, Visibility
 
 HTTP_URL = [URLValidator(schemes=["http", "https"])]
-
-
-class BuilderSerializer(serializers.Serializer):
-    """Declares fields for the schema; renders with ``builder``."""
-
-    builder = staticmethod(lambda obj: {})
-
-    def to_representation(self, instance):
-        return type(self).builder(instance)
 
 
 class UserBriefSerializer(BuilderSerializer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import email.utils
 import time
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from django.conf import settings
 from ..notification import DeviceResult, DeviceTarget, Notification
 
 
-class PushBackend:
+class PushBackend(abc.ABC):
     """Delivers one notification to some devices of one kind.
 
     Subclasses implement :meth:`send_one`; :meth:`send` may be overridden to share work across
@@ -27,8 +28,9 @@ class PushBackend:
     def send(self, devices: Sequence[DeviceTarget], notification: Notification) -> list[DeviceResult]:
         return [self.send_one(device, notification) for device in devices]
 
+    @abc.abstractmethod
     def send_one(self, device: DeviceTarget, notification: Notification) -> DeviceResult:
-        raise NotImplementedError
+        """Deliver to one device (each backend implements it)."""
 
     def close(self) -> None:
         """Release connections (the instance is being replaced)."""
