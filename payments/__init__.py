@@ -1,1 +1,1 @@
-"""Wallet, double-entry ledger, Stripe, transfers, red packets. Not built yet."""
+"""Wallet on a double-entry ledger, PIN, limits, top-ups (sandbox or Stripe), transfers, red packets (docs/payments.md)."""
