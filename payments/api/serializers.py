@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from superapp.core.serializers import BuilderSerializer
+
 from .. import events
 from ..models import JournalEntry, RedPacket, Transfer, Withdrawal
 
@@ -75,7 +77,8 @@ class TransferCreateSerializer(serializers.Serializer):
     pin = serializers.CharField(**PIN_FIELD)
 
 
-class TransferSerializer(serializers.Serializer):
+class TransferSerializer(BuilderSerializer):
+    builder = staticmethod(events.transfer_payload)
     id = serializers.IntegerField()
     sender_id = serializers.IntegerField()
     receiver_id = serializers.IntegerField()
@@ -86,9 +89,6 @@ class TransferSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
     resolved_at = serializers.DateTimeField(allow_null=True)
-
-    def to_representation(self, instance):
-        return events.transfer_payload(instance)
 
 
 class RedPacketCreateSerializer(serializers.Serializer):
@@ -169,7 +169,8 @@ class WithdrawalCreateSerializer(serializers.Serializer):
     pin = serializers.CharField(**PIN_FIELD)
 
 
-class WithdrawalSerializer(serializers.Serializer):
+class WithdrawalSerializer(BuilderSerializer):
+    builder = staticmethod(events.withdrawal_payload)
     id = serializers.IntegerField()
     amount = serializers.IntegerField()
     currency = serializers.CharField()
@@ -177,6 +178,3 @@ class WithdrawalSerializer(serializers.Serializer):
     failure_reason = serializers.CharField()
     created_at = serializers.DateTimeField()
     resolved_at = serializers.DateTimeField(allow_null=True)
-
-    def to_representation(self, instance):
-        return events.withdrawal_payload(instance)
