@@ -352,6 +352,37 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+
+
+# Media on S3-compatible object storage (AWS S3, MinIO, Ceph, R2...) when a bucket is named;
+# the local disk otherwise. Objects are public-read by URL, like Mastodon's media: every key has
+# a random component, and stored events carry media URLs, so they must not expire (a presigned
+# URL in an event replayed by `sync` a day later would be dead). Put a CDN in front with
+# AWS_S3_CUSTOM_DOMAIN. file_overwrite stays off: two uploads never share a key.
+def s3_media_storage() -> dict | None:
+    """The default storage for an S3-compatible bucket named by ``AWS_STORAGE_BUCKET_NAME``."""
+    bucket = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+    if not bucket:
+        return None
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            "access_key": env.str("AWS_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default="") or None,
+            "custom_domain": env.str("AWS_S3_CUSTOM_DOMAIN", default="") or None,
+            "location": env.str("AWS_LOCATION", default=""),
+            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="") or None,
+            "default_acl": env.str("AWS_DEFAULT_ACL", default="") or None,
+            "querystring_auth": False,
+            "file_overwrite": False,
+        },
+    }
+
+
+STORAGES["default"] = s3_media_storage() or STORAGES["default"]
 WHITENOISE_USE_FINDERS = EMBEDDED
 if EMBEDDED:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
