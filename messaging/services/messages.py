@@ -351,8 +351,23 @@ def message_recall(*, user_id: int, conversation_id: int, seq: int) -> Message:
     msg.recalled_by_id = user_id
     msg.text, msg.content, msg.mentions, msg.search = "", {}, [], None
     msg.save(update_fields=["recalled_at", "recalled_by", "text", "content", "mentions", "search"])
+    _redact_stored_events(r, msg)
     core_events.publish(user_ids=r.user_ids, type=events.MESSAGE_RECALLED, data=events.recall(msg))
     return msg
+
+
+def _redact_stored_events(r, msg: Message) -> None:
+    """Erase the recalled text from events already stored: the message's own ``message.new``
+    and the quote in replies to it, in the stream of everyone who was a member when it was sent
+    or since (members who left too): a device that syncs later never receives the text."""
+    since = msg.created_at - timedelta(seconds=1)
+    readers = Member.objects.filter(conversation_id=msg.conversation_id).exclude(left_at__lt=since)
+    user_ids = list(readers.values_list("user_id", flat=True))
+    recalled, quote = events.message(msg), events.quote(msg)
+    core_events.redact(user_ids=user_ids, type=events.MESSAGE_NEW, since=since,
+                       match={"id": msg.id}, rewrite=lambda data: recalled)  # fmt: skip
+    core_events.redact(user_ids=user_ids, type=events.MESSAGE_NEW, since=since,
+                       match={"reply_to": {"id": msg.id}}, rewrite=lambda data: {**data, "reply_to": quote})  # fmt: skip
 
 
 @transaction.atomic

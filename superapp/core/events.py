@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -249,6 +249,41 @@ def events_since(*, user_id: int, since: int, limit: int = 100) -> dict[str, Any
         "has_more": has_more,
         "latest": latest,
     }
+
+
+def redact(
+    *,
+    user_ids: Iterable[int],
+    type: str,
+    since: datetime,
+    match: dict[str, Any],
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]],
+) -> int:
+    """Rewrite stored events in place: the one exception to "immutable once written".
+
+    For content its author took back (a recalled message): the events of ``type`` in the streams
+    of ``user_ids``, written at or after ``since``, whose data contains ``match`` (JSON
+    containment, nested dicts allowed), get ``rewrite(data)``. Their cursors do not change and
+    no new event is sent: clients learn of the change by their own event (e.g.
+    ``message.recalled``), and a device that syncs later never receives the original. Matrix
+    does the same with redactions. Call it inside the transaction that makes the change.
+    """
+    rows = Event.objects.filter(user_id__in=list(user_ids), type=type, created_at__gte=since)
+    if connection.vendor == "postgresql":
+        rows = rows.filter(data__contains=match)  # jsonb @>; SQLite has no containment: below
+    changed = []
+    for event in rows.only("id", "data"):
+        if _contains(event.data, match):
+            event.data = rewrite(event.data)
+            changed.append(event)
+    Event.objects.bulk_update(changed, ["data"], batch_size=500)
+    return len(changed)
+
+
+def _contains(data: Any, match: Any) -> bool:
+    if isinstance(match, dict):
+        return isinstance(data, dict) and all(k in data and _contains(data[k], v) for k, v in match.items())
+    return data == match
 
 
 def purge_events_older_than(*, days: int) -> int:

@@ -39,7 +39,7 @@ class UserStream(models.Model):
 
 
 class Event(models.Model):
-    """One event in one user's stream. Immutable once written."""
+    """One event in one user's stream. Immutable once written, but for ``events.redact``."""
 
     id = models.BigAutoField(primary_key=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

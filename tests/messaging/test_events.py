@@ -60,6 +60,31 @@ def test_message_recalled_and_deleted(alice, bob):
     assert not Event.objects.filter(user=alice, type=events.MESSAGE_DELETED).exists()
 
 
+def test_recall_erases_the_text_from_stored_events(alice, bob, carol):
+    """A device that syncs after a recall never receives the recalled text, nor its quote."""
+    from superapp.core import events as core_events
+
+    conv = group(alice, bob, carol)
+    secret = send(alice, conv, text="the secret", client_msg_id="s-1")
+    send(bob, conv, text="quoting it", reply_to_seq=secret.seq)
+    other = send(carol, conv, text="unrelated")
+    services.group_remove_member(user_id=alice.pk, conversation_id=conv.pk, target_id=carol.pk)
+    before = Event.objects.filter(type=events.MESSAGE_NEW).count()
+    services.message_recall(user_id=alice.pk, conversation_id=conv.pk, seq=secret.seq)
+    for user in (alice, bob, carol):  # carol left before the recall: her stream is redacted too
+        page = core_events.events_since(user_id=user.pk, since=0, limit=500)
+        stored = [e["data"] for e in page["events"] if e["type"] == events.MESSAGE_NEW]
+        assert "the secret" not in str(stored), user
+        mine = [d for d in stored if d["id"] == secret.id]
+        assert mine and mine[0]["recalled"] and mine[0]["text"] == "" and mine[0]["client_msg_id"] == "s-1"
+        reply = next(d for d in stored if d["text"] == "quoting it")
+        assert reply["reply_to"] == {"id": secret.id, "seq": secret.seq, "sender_id": alice.pk, "kind": "text",
+                                     "text": "", "recalled": True}  # fmt: skip
+        assert any(d["id"] == other.id and d["text"] == "unrelated" for d in stored)  # others untouched
+    # Cursors do not move: the redaction rewrote rows, it did not append any.
+    assert Event.objects.filter(type=events.MESSAGE_NEW).count() == before
+
+
 def test_conversation_read(alice, bob):
     conv = direct(alice, bob)
     services.conversation_mark_read(user_id=bob.pk, conversation_id=conv.pk, seq=1)
