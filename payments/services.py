@@ -13,7 +13,6 @@ import re
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.hashers import check_password, make_password
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
@@ -24,7 +23,7 @@ from accounts import selectors as account_selectors
 from superapp.core import events as core_events
 from superapp.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ValidationFailed
 
-from . import events
+from . import events, pins
 from .ledger import Leg, account_for, accounts_lock, ledger_post, money_atomic, wallet_for
 from .models import (
     AccountKind,
@@ -99,7 +98,7 @@ def pin_set(*, user_id: int, pin: str) -> None:
     row = _lock_settings(user_id)
     if row.pin_hash:
         raise Conflict(_("A payment PIN is already set; change or reset it."), code="pin_already_set")
-    row.pin_hash = make_password(pin)
+    row.pin_hash = pins.pin_hash(pin)
     row.pin_failed_attempts = 0
     row.save(update_fields=["pin_hash", "pin_failed_attempts"])
 
@@ -110,7 +109,7 @@ def pin_change(*, user_id: int, old_pin: str, pin: str) -> None:
     pin_verify(user_id=user_id, pin=old_pin)
     with transaction.atomic():
         row = _lock_settings(user_id)
-        row.pin_hash = make_password(pin)
+        row.pin_hash = pins.pin_hash(pin)
         row.save(update_fields=["pin_hash"])
 
 
@@ -122,7 +121,7 @@ def pin_reset(*, user_id: int, password: str, pin: str) -> None:
         raise Forbidden(_("Wrong password."), code="invalid_password")
     with transaction.atomic():
         row = _lock_settings(user_id)
-        row.pin_hash = make_password(pin)
+        row.pin_hash = pins.pin_hash(pin)
         row.pin_failed_attempts = 0
         row.pin_locked_until = None
         row.save(update_fields=["pin_hash", "pin_failed_attempts", "pin_locked_until"])
@@ -143,10 +142,16 @@ def pin_verify(*, user_id: int, pin: str) -> None:
             failure = Forbidden(_("Set a payment PIN first."), code="pin_not_set")
         elif row.pin_locked_until and row.pin_locked_until > now:
             failure = PinLocked(_("Too many wrong PINs. Payments are locked for a while."))
-        elif isinstance(pin, str) and check_password(pin, row.pin_hash):
+        elif isinstance(pin, str) and (match := pins.pin_matches(pin, row.pin_hash))[0]:
+            changed = []
+            if match[1]:  # hashed under an older key or hasher: re-hash under the current key
+                row.pin_hash = pins.pin_hash(pin)
+                changed.append("pin_hash")
             if row.pin_failed_attempts:
                 row.pin_failed_attempts = 0
-                row.save(update_fields=["pin_failed_attempts"])
+                changed.append("pin_failed_attempts")
+            if changed:
+                row.save(update_fields=changed)
         else:
             row.pin_failed_attempts += 1
             if row.pin_failed_attempts >= settings.PAYMENTS_PIN_MAX_ATTEMPTS:

@@ -575,6 +575,9 @@ PAYMENTS_LIMITS = {
 PAYMENTS_TOP_UP_MAX = env.int("PAYMENTS_TOP_UP_MAX", default=5_000_000)
 PAYMENTS_PIN_MAX_ATTEMPTS = 5
 PAYMENTS_PIN_LOCK = timedelta(hours=3)
+# Keys of the payment PIN hashes (payments/pins.py): the first hashes, all verify (rotation).
+# Keep them apart from the database backups; empty: derived from SECRET_KEY (+ fallbacks).
+PAYMENTS_PIN_KEYS = env.list("PAYMENTS_PIN_KEYS", default=[])
 PAYMENTS_TRANSFER_TTL = timedelta(hours=24)
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
