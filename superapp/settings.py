@@ -614,3 +614,21 @@ CELERY_BEAT_SCHEDULE["payments-purge-idempotency-keys"] = {
     "task": "payments.purge_idempotency_keys",
     "schedule": 3600.0,
 }
+
+# --- Outbound webhooks (superapp.core.webhooks, docs/webhooks.md) -----------------------------
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)  # seconds per connect/read/write
+# Seconds to wait after failed attempt n (the last value repeats), WeChat Pay's notification
+# schedule: 15s 15s 30s 3m 10m 20m 30m 30m 30m 60m 3h 3h 3h 6h 6h; until WEBHOOK_MAX_AGE after
+# the event, when one last attempt is made at that age.
+WEBHOOK_RETRY_SCHEDULE = env.list(
+    "WEBHOOK_RETRY_SCHEDULE",
+    cast=float,
+    default=[15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600],
+)
+WEBHOOK_MAX_AGE = env.float("WEBHOOK_MAX_AGE", default=24 * 3600.0)
+if not WEBHOOK_RETRY_SCHEDULE or min(WEBHOOK_RETRY_SCHEDULE) <= 0 or WEBHOOK_MAX_AGE <= 0:
+    raise ImproperlyConfigured("WEBHOOK_RETRY_SCHEDULE needs positive delays; WEBHOOK_MAX_AGE > 0.")
+# Production refuses receivers on loopback/private/link-local addresses (SSRF into our network).
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env.bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=EMBEDDED)
+WEBHOOK_CA_FILE = env.str("WEBHOOK_CA_FILE", default="")  # default: the system's CA certificates
+CELERY_BEAT_SCHEDULE["core-webhooks-sweep"] = {"task": "core.webhooks_sweep", "schedule": 60.0}

@@ -30,3 +30,5 @@ STORAGES = {
 }
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (whitenoise warns when missing)
+# Test receivers listen on 127.0.0.1; production refuses private hosts (see docs/webhooks.md).
+WEBHOOK_ALLOW_PRIVATE_HOSTS = True

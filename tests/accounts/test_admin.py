@@ -17,8 +17,10 @@ from accounts.models import (
     User,
     VerificationCode,
 )
+from superapp.core.audit import audit_record
 from superapp.core.models import Event
 from superapp.core.push import services as push_services
+from superapp.core.webhooks import webhook_enqueue
 from tests.conftest import befriend, login_tokens
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +39,8 @@ SEARCH_AND_FILTER = {
     "core.event": ("alice", SINCE_2000),
     "core.userstream": ("alice", ""),
     "core.pushdevice": ("alice", "platform__exact=ios"),
+    "core.webhookdelivery": ("hooks.example", "status__exact=pending"),
+    "core.auditlogentry": ("alice", "action=accounts.block_review"),
     "auth.group": ("staff", ""),
     "axes.accessattempt": ("alice", ""),
     "axes.accessfailurelog": ("alice", ""),
@@ -65,6 +69,14 @@ def rows(alice, bob, carol):
     # A failed login fills django-axes' tables.
     APIClient().post("/api/v1/auth/login", {"login": "alice", "password": "wrong"}, format="json")
     Group.objects.create(name="staff")
+    webhook_enqueue(
+        url="https://hooks.example/notify",
+        event_type="test.event",
+        payload={"n": 1},
+        secret="whsec_admin_test",
+        dedup_key="admin-test",
+    )
+    audit_record(actor_id=alice.pk, action="accounts.block_review", target=carol)
     assert Event.objects.exists()
 
 
