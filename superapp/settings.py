@@ -158,6 +158,12 @@ if DATABASE_URL:
         raise ImproperlyConfigured("DB_POOL and CONN_MAX_AGE exclude each other; set CONN_MAX_AGE=0.")
     DATABASES["default"]["CONN_MAX_AGE"] = _conn_max_age
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_HEALTH_CHECKS", default=True)
+    # A request never waits on the database for longer than this (ms; 0 = no limit): a runaway
+    # query is cancelled instead of holding a worker thread and its locks. Server processes only;
+    # Celery and commands (reconciliation, fan-out, migrations) run without a limit by default.
+    DB_STATEMENT_TIMEOUT = env.int("DB_STATEMENT_TIMEOUT", default=30_000 if SERVER_INTERFACE else 0)
+    if DB_STATEMENT_TIMEOUT:
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT}"
     if DB_POOL:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DB_POOL_MIN", default=2),

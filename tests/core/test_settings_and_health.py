@@ -62,6 +62,35 @@ def test_production_shape(tmp_path):
     assert shape["eager"] is False and shape["debug"] is False and shape["embedded"] is False
 
 
+STATEMENT_TIMEOUT_PROBE = (
+    "import django; django.setup(); from django.db import connection; c = connection.cursor(); "
+    "c.execute('SHOW statement_timeout'); print(c.fetchone()[0]); c.execute('SELECT pg_sleep(1)'); print('slept')"
+)
+
+
+@pytest.mark.parametrize(
+    ("entry", "timeout", "expected"),
+    [
+        ("superapp.wsgi", None, "30s"),
+        ("superapp.wsgi", "200", "200ms"),
+        ("superapp.asgi", None, "30s"),
+        ("", None, "0"),
+    ],
+)
+def test_server_processes_cap_statements(tmp_path, entry, timeout, expected):
+    """gunicorn/uvicorn processes cancel a runaway statement; Celery and commands do not."""
+    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres", "SECRET_KEY": "k" * 50}
+    if timeout:
+        env["DB_STATEMENT_TIMEOUT"] = timeout
+    code = (f"import {entry}; " if entry else "") + STATEMENT_TIMEOUT_PROBE
+    result = run_python(code, env, tmp_path)
+    assert result.stdout.splitlines()[0] == expected, result.stderr
+    if expected == "200ms":
+        assert result.returncode != 0 and "canceling statement due to statement timeout" in result.stderr
+    else:
+        assert result.returncode == 0 and result.stdout.splitlines()[-1] == "slept", result.stderr
+
+
 def test_check_deploy_is_clean_under_production_settings(tmp_path):
     env = {
         "DATABASE_URL": "postgres://postgres@127.0.0.1/x",
