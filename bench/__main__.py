@@ -20,6 +20,7 @@ SCENARIOS = {"me": me.run, "topology": topology.run, "breakdown": breakdown.run}
 SCENARIOS["moments"] = __import__("bench.moments_feed", fromlist=["run"]).run  # bench/moments_feed.py
 SCENARIOS["messaging"] = __import__("bench.messaging_chat", fromlist=["run"]).run  # bench/messaging_chat.py
 SCENARIOS["payments"] = __import__("bench.payments_ledger", fromlist=["run"]).run  # bench/payments_ledger.py
+SCENARIOS["payments_orders"] = __import__("bench.payments_orders", fromlist=["run"]).run  # Payments II
 
 
 def main(argv: list[str] | None = None) -> int:

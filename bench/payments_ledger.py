@@ -8,7 +8,8 @@
   the deferred balance trigger at commit) among a few hot wallets, N threads;
 * **pgbench, same SQL**: the same statements as a pgbench script on the same tables and the same
   hot accounts, N clients: what PostgreSQL alone does with that shape;
-* **transfer_create**: the whole service (PIN check, limits, escrow, auto-accept, events);
+* **transfer_create**: the whole service (PIN check, limits, escrow, auto-accept, the chat
+  message, events);
 * **red-packet grabs**: ``red_packet_grab`` with many grabbers on 1-share... N-share packets.
 
 The Django side runs in a child process (threads; psycopg releases the GIL while waiting).
@@ -156,7 +157,7 @@ def run(*, rounds: int = 3, seconds: float = 5.0) -> str:
         "|---|---:|---:|",
         f"| pgbench: lock 2 accounts, entry, 2 postings, 2 updates | {anchor:,.0f} | 1.00 |",
         f"| `ledger_post` via `money_atomic` (same shape, Django) | {ledger:,.0f} | {ledger / anchor:.2f} |",
-        f"| `transfer_create` (auto-accept: PIN, limits, escrow, 2 entries, events) | {med(results['transfer']):,.0f} "
+        f"| `transfer_create` (auto-accept: PIN, limits, escrow, 2 entries, chat message, events) | {med(results['transfer']):,.0f} "
         f"| {med(results['transfer']) / anchor:.2f} |",
         f"| `red_packet_grab` ({THREADS} threads, 20-share packets) | {med(results['grab']):,.0f} "
         f"| {med(results['grab']) / anchor:.2f} |",
@@ -276,16 +277,21 @@ def child(mode: str, seconds: float) -> dict:
         return {"per_second": _threads(seconds, work)}
 
     if mode == "grab":
+        from messaging import services as chat_services
+
         sender = users("hot", 1)[0]
         grabbers = users("grab", 40)
-        audience = [g.pk for g in grabbers]
+        # Red packets live in a chat: a group of the sender and the grabbers (friends since setup).
+        chat = chat_services.group_create(
+            creator_id=sender.pk, name="bench", member_ids=[g.pk for g in grabbers]
+        )
         packets = [
             red_packets.red_packet_send(
                 sender_id=sender.pk,
                 kind="lucky",
                 total_amount=2_000,
                 count=20,
-                audience_ids=audience,
+                conversation_id=chat.pk,
                 pin="123456",
             )
             for _ in range(int(seconds * 20) + 5)

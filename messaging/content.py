@@ -19,6 +19,9 @@ from superapp.core.errors import ValidationFailed
 
 # Kinds a user may send (system messages are written by the server only).
 SENDABLE_KINDS = ("text", "image", "video", "voice", "file", "sticker", "location", "contact")
+# Kinds only payments writes (through messaging.services.payment_message_post), in the same
+# transaction as the money: a client can neither send, recall nor forward them.
+PAYMENT_KINDS = ("transfer", "red_packet")
 MEDIA_KINDS = ("image", "video", "voice", "file")
 CLIENT_MSG_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 MAX_MENTIONS = 50
@@ -100,6 +103,11 @@ def check_draft(
     mention_all: Any = False,
 ) -> Draft:
     """Validate a message as sent by a client; returns a :class:`Draft`."""
+    if kind in PAYMENT_KINDS:
+        raise _bad(
+            "kind", _("Transfers and red packets are sent from the wallet, not as messages."),
+            code="kind_not_sendable",
+        )  # fmt: skip
     if kind not in SENDABLE_KINDS:
         raise _bad("kind", _("Unknown message kind."), code="unknown_kind")
     if content is None:
@@ -154,6 +162,15 @@ def check_draft(
     if allowed is not None and set(content) - allowed:
         raise _bad("content", _("Unknown content fields."))
     return draft
+
+
+def payment_client_msg_id(kind: str, object_id: int) -> str:
+    """The ``client_msg_id`` of the chat message of one payment (``transfer/12``).
+
+    Unique per sender by the database like any client_msg_id, so a payment has at most one
+    message; a client cannot take it (``/`` is not allowed in a client's ids).
+    """
+    return f"{kind}/{object_id}"
 
 
 # --- full-text search document -------------------------------------------------------------------

@@ -7,6 +7,8 @@ type                           data                                         to
 ============================== ============================================ =====================
 ``message.new``                :func:`message` (system messages too)        active members
 ``message.recalled``           :func:`recall`                               active members
+``message.updated``            :func:`message` as it is now (a transfer's   active members
+                               ``content.status`` changed)
 ``message.deleted``            ``{conversation_id, seq}`` (delete for me)   my devices
 ``conversation.read``          ``{conversation_id, user_id, last_read_seq}`` my devices; the peer
                                                                             of a direct chat
@@ -35,6 +37,7 @@ from accounts import selectors as account_selectors
 
 MESSAGE_NEW = "message.new"
 MESSAGE_RECALLED = "message.recalled"
+MESSAGE_UPDATED = "message.updated"
 MESSAGE_DELETED = "message.deleted"
 CONVERSATION_READ = "conversation.read"
 CONVERSATION_NEW = "conversation.new"
@@ -50,6 +53,7 @@ SETTINGS_UPDATED = "messaging.settings.updated"
 ALL_TYPES = (
     MESSAGE_NEW,
     MESSAGE_RECALLED,
+    MESSAGE_UPDATED,
     MESSAGE_DELETED,
     CONVERSATION_READ,
     CONVERSATION_NEW,

@@ -133,6 +133,9 @@ class Message(models.Model):
         LOCATION = "location"
         CONTACT = "contact"
         SYSTEM = "system"
+        # Written by payments only (messaging.services.payment_message_post), never by a client.
+        TRANSFER = "transfer"
+        RED_PACKET = "red_packet"
 
     id = models.BigAutoField(primary_key=True)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
@@ -140,7 +143,7 @@ class Message(models.Model):
     sender = models.ForeignKey(USER, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # NULL, not "": the unique constraint (sender, client_msg_id) must skip server-written rows.
     client_msg_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
     text = models.TextField(blank=True)
     content = models.JSONField(default=dict, blank=True, help_text="Kind-specific fields.")
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")

@@ -41,6 +41,8 @@ KIND_LABELS = {
     "sticker": "[Sticker]",
     "location": "[Location]",
     "contact": "[Contact card]",
+    "transfer": "[Transfer]",
+    "red_packet": "[Red Packet]",
 }
 SCAN_LIMIT = 200
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils.translation import gettext as _
 
 from accounts import selectors as account_selectors
-from superapp.core.errors import NotFound, ValidationFailed
+from superapp.core.errors import Forbidden, NotFound, ValidationFailed
 
 from . import content, presence
 from .models import Conversation, HiddenMessage, JoinRequest, Member, Message, UserSettings
@@ -68,6 +69,100 @@ def decorate(members: Sequence[Member], *, user_id: int) -> None:
     for m in members:
         m.last_message = last.get(m.conversation_id)  # type: ignore[attr-defined]
         m.peer = peers.get(m.conversation_id)  # type: ignore[attr-defined]
+
+
+def direct_message_check(*, sender_id: int, peer_id: int) -> None:
+    """May ``sender_id`` write to ``peer_id`` in a direct chat? Friends (or a peer who accepts
+    strangers), no block either way, an active user; raises 404 ``user_not_found``, 403
+    ``blocked`` or ``not_friends``. The one rule of direct chats (messages and payments)."""
+    flags = account_selectors.relation_flags(user_id=sender_id, other_id=peer_id)
+    if flags is None:
+        raise NotFound(_("No such user."), code="user_not_found")
+    friends, blocked = flags
+    if blocked:
+        raise Forbidden(_("You cannot message this user."), code="blocked")
+    if not friends and not UserSettings.objects.filter(user_id=peer_id, allow_strangers=True).exists():
+        raise Forbidden(_("Only friends can message this user."), code="not_friends")
+
+
+@dataclass(frozen=True)
+class SendTarget:
+    """Where a message would go: ``conversation_id`` is None for a direct chat not made yet."""
+
+    conversation_id: int | None
+    is_group: bool
+    member_count: int  # active members, the sender included
+
+
+def send_check(
+    *, sender_id: int, conversation_id: int | None = None, to_user_id: int | None = None
+) -> SendTarget:
+    """Would ``message_send`` let ``sender_id`` post there now? Raises the errors it would raise
+    (400 no or two targets or oneself, 404 not a member or no such user, 403 blocked or not
+    friends); reads only. For a caller that must refuse early (before a PIN check, say): the
+    writing service checks again under the conversation's lock."""
+    if (conversation_id is None) == (to_user_id is None):
+        raise ValidationFailed(
+            _("Give conversation_id or to_user_id."),
+            fields={"conversation_id": [_("One of the two is required.")]},
+        )
+    if to_user_id is not None:
+        if to_user_id == sender_id:
+            raise ValidationFailed(
+                _("You cannot message yourself."), code="invalid", fields={"to_user_id": [_("Yourself.")]}
+            )
+        direct_message_check(sender_id=sender_id, peer_id=to_user_id)
+        low, high = sorted((sender_id, to_user_id))
+        existing = (
+            Conversation.objects.filter(kind=Conversation.Kind.DIRECT, user_low_id=low, user_high_id=high)
+            .values_list("id", flat=True)
+            .first()
+        )
+        return SendTarget(conversation_id=existing, is_group=False, member_count=2)
+    assert conversation_id is not None
+    conv = membership_get(user_id=sender_id, conversation_id=conversation_id).conversation
+    if conv.kind == Conversation.Kind.DIRECT:
+        peer = conv.user_high_id if conv.user_low_id == sender_id else conv.user_low_id
+        direct_message_check(sender_id=sender_id, peer_id=peer)
+        return SendTarget(conversation_id=conv.pk, is_group=False, member_count=2)
+    return SendTarget(conversation_id=conv.pk, is_group=True, member_count=conv.member_count)
+
+
+@dataclass(frozen=True)
+class PaymentMessageAccess:
+    """The chat message of a payment, as one member may see it."""
+
+    conversation_id: int
+    seq: int
+    is_group: bool
+
+
+def payment_message_access(
+    *, user_id: int, sender_id: int, kind: str, object_id: int
+) -> PaymentMessageAccess | None:
+    """The message of a payment (``kind`` transfer or red_packet, the payment's id, its sender)
+    if ``user_id`` may see it now: an active member of its conversation who joined before it
+    (the sender too). ``None`` for anyone else: a stranger, a member who left, a newcomer who
+    joined after it, or a payment without a message. One query."""
+    visible = Member.objects.filter(
+        conversation_id=OuterRef("conversation_id"),
+        user_id=user_id,
+        left_at__isnull=True,
+        joined_seq__lt=OuterRef("seq"),
+    )
+    row = (
+        Message.objects.filter(
+            sender_id=sender_id, client_msg_id=content.payment_client_msg_id(kind, object_id), kind=kind
+        )
+        .filter(Exists(visible))
+        .values_list("conversation_id", "seq", "conversation__kind")
+        .first()
+    )
+    if row is None:
+        return None
+    return PaymentMessageAccess(
+        conversation_id=row[0], seq=row[1], is_group=row[2] == Conversation.Kind.GROUP
+    )
 
 
 def direct_conversation_get(*, user_id: int, peer_id: int) -> Member:

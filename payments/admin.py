@@ -121,6 +121,7 @@ class RedPacketAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "sender",
+        "conversation_id",
         "kind",
         "total_amount",
         "count",
@@ -143,3 +144,7 @@ class ProviderEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "provider", "event_id", "type", "outcome", "received_at"]
     list_filter = ["provider", "type", "outcome"]
     search_fields = ["event_id"]
+
+
+# Payments II: merchants, orders, refunds, settlements, disputes (their own module).
+from . import admin_merchants  # noqa: E402, F401

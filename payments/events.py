@@ -1,21 +1,36 @@
 """Event types of the payments app and their payloads (plain JSON, one builder per shape).
 
-The chat side (messaging) will render a transfer as a message: it should listen for
-``payments.transfer.created`` (sender and receiver both get it) and update the bubble on
-``payments.transfer.accepted`` / ``payments.transfer.refunded``. See docs/payments.md.
+These are the wallet's side. The chat's side is messaging's: a transfer or red packet is also a
+message (``message.new`` of kind ``transfer`` / ``red_packet``, in the same transaction), a
+transfer's bubble changes with ``message.updated``; ``payments.red_packet.grabbed`` (to the
+grabber and the sender, with the conversation) is the "X opened your red packet" notice.
+See docs/payments.md, "Transfers and red packets in chats".
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
-from .models import RedPacket, RedPacketGrab, TopUp, Transfer, Withdrawal
+from django.conf import settings
+
+from .models import (
+    MerchantOrder,
+    MerchantRefund,
+    RedPacket,
+    RedPacketGrab,
+    SettlementBatch,
+    TopUp,
+    Transfer,
+    Withdrawal,
+)
 
 TOP_UP_SUCCEEDED = "payments.topup.succeeded"
 TRANSFER_CREATED = "payments.transfer.created"
 TRANSFER_ACCEPTED = "payments.transfer.accepted"
 TRANSFER_REFUNDED = "payments.transfer.refunded"
-RED_PACKET_SENT = "payments.red_packet.sent"  # sender and audience
+RED_PACKET_SENT = "payments.red_packet.sent"  # the sender (members get the chat message)
 RED_PACKET_GRABBED = "payments.red_packet.grabbed"  # grabber and sender
 RED_PACKET_REFUNDED = "payments.red_packet.refunded"  # sender: the unclaimed remainder came back
 WITHDRAWAL_UPDATED = "payments.withdrawal.updated"  # the user: held, paid or failed (returned)
@@ -66,6 +81,7 @@ def red_packet_payload(packet: RedPacket) -> dict[str, Any]:
     return {
         "id": packet.id,
         "sender_id": packet.sender_id,
+        "conversation_id": packet.conversation_id,
         "kind": packet.kind,
         "currency": packet.currency,
         "total_amount": packet.total_amount,
@@ -81,6 +97,7 @@ def red_packet_payload(packet: RedPacket) -> dict[str, Any]:
 def red_packet_grab_payload(packet: RedPacket, grab: RedPacketGrab) -> dict[str, Any]:
     return {
         "packet_id": packet.id,
+        "conversation_id": packet.conversation_id,
         "user_id": grab.user_id,
         "amount": grab.amount,
         "currency": packet.currency,
@@ -109,6 +126,29 @@ def red_packet_detail(packet: RedPacket, grabs: list[RedPacketGrab]) -> dict[str
     }
 
 
+def transfer_bubble(transfer: Transfer) -> dict[str, Any]:
+    """The ``content`` of a transfer's chat message (``status`` changes with the transfer)."""
+    return {
+        "transfer_id": transfer.id,
+        "amount": transfer.amount,
+        "currency": transfer.currency,
+        "note": transfer.note,
+        "status": transfer.status,
+    }
+
+
+def red_packet_bubble(packet: RedPacket) -> dict[str, Any]:
+    """The ``content`` of a red packet's chat message: what the bubble shows, never the amount
+    (as in WeChat: the packet's state comes from ``GET red-packets/<id>`` and the grab events)."""
+    return {
+        "red_packet_id": packet.id,
+        "kind": packet.kind,
+        "greeting": packet.greeting,
+        "count": packet.count,
+        "currency": packet.currency,
+    }
+
+
 def withdrawal_payload(withdrawal: Withdrawal) -> dict[str, Any]:
     return {
         "id": withdrawal.id,
@@ -118,4 +158,133 @@ def withdrawal_payload(withdrawal: Withdrawal) -> dict[str, Any]:
         "failure_reason": withdrawal.failure_reason,
         "created_at": _iso(withdrawal.created_at),
         "resolved_at": _iso(withdrawal.resolved_at),
+    }
+
+
+# --- Payments II: merchants and their orders ----------------------------------------------------
+
+ORDER_PAID = "payments.order.paid"  # the payer: a receipt
+ORDER_CONFIRM_REQUIRED = "payments.order.confirm_required"  # the payer: a payment code over the no-PIN limit
+ORDER_CLOSED = "payments.order.closed"  # the payer, when an order waiting for their PIN is closed
+ORDER_REFUNDED = "payments.order.refunded"  # the payer: money came back
+MERCHANT_PAYMENT_RECEIVED = "payments.merchant.payment_received"  # the owner ("received 12.50")
+MERCHANT_SETTLED = "payments.merchant.settled"  # the owner: a day became withdrawable
+
+ALL_TYPES += (
+    ORDER_PAID,
+    ORDER_CONFIRM_REQUIRED,
+    ORDER_CLOSED,
+    ORDER_REFUNDED,
+    MERCHANT_PAYMENT_RECEIVED,
+    MERCHANT_SETTLED,
+)
+
+
+def payer_ref(*, merchant_id: int, user_id: int | None) -> str | None:
+    """The payer as one merchant sees them: stable for that merchant, meaningless to any other
+    (WeChat's per-merchant ``openid``); merchants never learn user ids."""
+    if user_id is None:
+        return None
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), f"payments.payer:{merchant_id}:{user_id}".encode(), hashlib.sha256
+    )
+    return "u_" + digest.hexdigest()[:28]
+
+
+def order_code_url(order: MerchantOrder) -> str:
+    """What the dynamic QR code carries: the payer's app fetches the order by its code."""
+    return f"{settings.PAYMENTS_PAY_URL}/order?code={order.code}"
+
+
+def checkout_order_payload(order: MerchantOrder) -> dict[str, Any]:
+    """An order as its payer's app shows it (``order.merchant`` is read: select it with the order)."""
+    return {
+        "id": order.id,
+        "code": order.code,
+        "merchant": {"id": order.merchant_id, "name": order.merchant.name},
+        "trade_type": order.trade_type,
+        "description": order.description,
+        "amount": order.amount,
+        "currency": order.currency,
+        "status": order.status,
+        "refunded_amount": order.refunded_amount,
+        "created_at": _iso(order.created_at),
+        "expire_at": _iso(order.expire_at),
+        "paid_at": _iso(order.paid_at),
+    }
+
+
+def merchant_order_payload(order: MerchantOrder) -> dict[str, Any]:
+    """An order as the merchant's server sees it (orders API answers and notifications)."""
+    return {
+        "id": order.id,
+        "out_trade_no": order.out_trade_no,
+        "trade_type": order.trade_type,
+        "status": order.status,
+        "description": order.description,
+        "attach": order.attach,
+        "amount": order.amount,
+        "currency": order.currency,
+        "fee": order.fee,
+        "refunded_amount": order.refunded_amount,
+        "payer": payer_ref(merchant_id=order.merchant_id, user_id=order.payer_id),
+        "code_url": order_code_url(order),
+        "created_at": _iso(order.created_at),
+        "expire_at": _iso(order.expire_at),
+        "paid_at": _iso(order.paid_at),
+        "closed_at": _iso(order.closed_at),
+        "settlement_date": order.settlement_date.isoformat() if order.settlement_date else None,
+    }
+
+
+def merchant_refund_payload(refund: MerchantRefund) -> dict[str, Any]:
+    """A refund as the merchant's server sees it (``refund.order`` is read)."""
+    return {
+        "id": refund.id,
+        "out_refund_no": refund.out_refund_no,
+        "order_id": refund.order_id,
+        "out_trade_no": refund.order.out_trade_no,
+        "status": "succeeded",
+        "amount": refund.amount,
+        "fee_refund": refund.fee_refund,
+        "currency": refund.order.currency,
+        "reason": refund.reason,
+        "source": refund.source,
+        "initiated_by": refund.initiated_by,
+        "created_at": _iso(refund.created_at),
+    }
+
+
+def order_refunded_payload(order: MerchantOrder, refund: MerchantRefund) -> dict[str, Any]:
+    return {**checkout_order_payload(order), "refund": {"id": refund.id, "amount": refund.amount}}
+
+
+def payment_received_payload(order: MerchantOrder) -> dict[str, Any]:
+    return {
+        "merchant_id": order.merchant_id,
+        "order_id": order.id,
+        "trade_type": order.trade_type,
+        "description": order.description,
+        "amount": order.amount,
+        "fee": order.fee,
+        "currency": order.currency,
+        "paid_at": _iso(order.paid_at),
+    }
+
+
+def settlement_payload(batch: SettlementBatch) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "merchant_id": batch.merchant_id,
+        "date": batch.date.isoformat(),
+        "currency": batch.currency,
+        "order_count": batch.order_count,
+        "refund_count": batch.refund_count,
+        "gross": batch.gross,
+        "fees": batch.fees,
+        "refunds": batch.refunds,
+        "fee_refunds": batch.fee_refunds,
+        "net": batch.net,
+        "entry_id": batch.entry_id,
+        "created_at": _iso(batch.created_at),
     }

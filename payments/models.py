@@ -22,7 +22,8 @@ class AccountKind(models.TextChoices):
     TRANSFER_ESCROW = "transfer_escrow", "transfer escrow"
     RED_PACKET_ESCROW = "red_packet_escrow", "red packet escrow"
     WITHDRAWAL_HOLD = "withdrawal_hold", "withdrawals on their way to banks"
-    MERCHANT = "merchant", "merchant"
+    MERCHANT = "merchant", "merchant, not settled yet"
+    MERCHANT_AVAILABLE = "merchant_available", "merchant, settled (withdrawable)"
 
 
 # Accounts that hold real users' money (or money promised to them) may never go below zero. The
@@ -33,8 +34,11 @@ NON_NEGATIVE_KINDS = (
     AccountKind.RED_PACKET_ESCROW,
     AccountKind.WITHDRAWAL_HOLD,
     AccountKind.MERCHANT,
+    AccountKind.MERCHANT_AVAILABLE,
 )
-USER_KINDS = (AccountKind.WALLET, AccountKind.MERCHANT)
+USER_KINDS = (AccountKind.WALLET,)
+# A merchant's accounts belong to the merchant (``LedgerAccount.merchant``), not to a user.
+MERCHANT_KINDS = (AccountKind.MERCHANT, AccountKind.MERCHANT_AVAILABLE)
 
 
 class LedgerAccount(models.Model):
@@ -44,6 +48,9 @@ class LedgerAccount(models.Model):
     kind = models.CharField(max_length=32, choices=AccountKind.choices)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    merchant = models.ForeignKey(
+        "payments.Merchant", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     currency = models.CharField(max_length=3)
     balance = models.BigIntegerField(default=0)
@@ -68,13 +75,25 @@ class LedgerAccount(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["kind", "currency"],
-                condition=Q(owner__isnull=True),
+                condition=Q(owner__isnull=True, merchant__isnull=True),
                 name="ledger_system_account_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "merchant", "currency"],
+                condition=Q(merchant__isnull=False),
+                name="ledger_merchant_account_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=MERCHANT_KINDS, merchant__isnull=False, owner__isnull=True)
+                | (~Q(kind__in=MERCHANT_KINDS) & Q(merchant__isnull=True)),
+                name="ledger_account_merchant_kind",
             ),
         ]
 
     def __str__(self) -> str:
         owner = f" of {self.owner_id}" if self.owner_id else ""
+        if self.merchant_id:
+            owner = f" of merchant {self.merchant_id}"
         return f"{self.kind}{owner} ({self.currency})"
 
 
@@ -92,6 +111,10 @@ class JournalEntry(models.Model):
         WITHDRAWAL_HOLD = "withdrawal_hold"
         WITHDRAWAL_PAID = "withdrawal_paid"
         WITHDRAWAL_RETURN = "withdrawal_return"
+        MERCHANT_PAYMENT = "merchant_payment"
+        MERCHANT_REFUND = "merchant_refund"
+        MERCHANT_SETTLEMENT = "merchant_settlement"
+        MERCHANT_PAYOUT = "merchant_payout"
         ADJUSTMENT = "adjustment"
 
     id = models.BigAutoField(primary_key=True)
@@ -234,9 +257,9 @@ class RedPacket(models.Model):
     remaining_amount = models.BigIntegerField()
     remaining_count = models.PositiveSmallIntegerField()
     greeting = models.CharField(max_length=100, blank=True)
-    # Who may grab (user ids). Until messaging's groups exist this is given by the sender; the
-    # chat side will pass the conversation's members instead (docs/payments.md).
-    audience = models.JSONField(default=list)
+    # The chat it was sent in (messaging's conversation id; no foreign key across apps). Who may
+    # grab is decided by that chat when grabbing: its members who can see the packet's message.
+    conversation_id = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
@@ -347,3 +370,16 @@ class Withdrawal(models.Model):
 
     def __str__(self) -> str:
         return f"withdrawal {self.id} {self.amount} {self.currency} ({self.status})"
+
+
+# Payments II (merchants, orders, refunds, settlement): their own module, seen by Django from here.
+from .models_merchants import (  # noqa: E402, F401
+    Dispute,
+    Merchant,
+    MerchantKey,
+    MerchantOrder,
+    MerchantPayout,
+    MerchantRefund,
+    PaymentCode,
+    SettlementBatch,
+)

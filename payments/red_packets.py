@@ -1,7 +1,15 @@
-"""Red packets: sending, grabbing (exactly once per member, never more than the total), refunds.
+"""Red packets in chats: sending, grabbing (exactly once per member, never more than the total),
+refunds.
 
-Lock order: the packet row, then ledger accounts (ascending ids), then event stream heads.
-Every grab of one packet queues on the packet row; the money waits in the sender's
+A packet is sent into a conversation (a group, or a direct chat) as a ``red_packet`` message, in
+the same transaction as the money. Who may grab is the chat's business, asked at grab time
+(``messaging.selectors.payment_message_access``): in a group, every active member who can see
+the message (the sender too, as in WeChat); in a direct chat, the peer. A member who left, a
+newcomer who joined after it, or a stranger gets 404.
+
+Lock order: the packet row (or the payer's settings when sending), then ledger accounts
+(ascending ids), then the conversation row (sending only: grabs never lock the chat), then event
+stream heads. Every grab of one packet queues on the packet row; the money waits in the sender's
 red-packet escrow account, so grabs of different senders' packets never share a hot row.
 """
 
@@ -14,9 +22,10 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts import selectors as account_selectors
+from messaging import selectors as chat_selectors
+from messaging import services as chat_services
 from superapp.core import events as core_events
-from superapp.core.errors import Conflict, NotFound, ValidationFailed
+from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 from . import events
 from .ledger import Leg, account_for, ledger_post, money_atomic, wallet_for
@@ -43,28 +52,51 @@ def next_share(*, kind: str, remaining_amount: int, remaining_count: int, rng: r
     return rng.randint(1, max(1, upper))
 
 
+def _check_count(count: int, *, is_group: bool, members: int) -> None:
+    """A group packet has at most one share per member; a direct chat's has one (the peer's)."""
+    if is_group and count > members:
+        raise ValidationFailed(
+            _("At most one share per member of the group (%(n)d).") % {"n": members},
+            code="invalid_count",
+            fields={"count": [_("At most the number of members.")]},
+        )
+    if not is_group and count != 1:
+        raise ValidationFailed(
+            _("A red packet in a one-to-one chat has one share."),
+            code="invalid_count",
+            fields={"count": [_("1 in a one-to-one chat.")]},
+        )
+
+
 def red_packet_send(
     *,
     sender_id: int,
     kind: str,
     total_amount: int,
     count: int,
-    audience_ids: list[int],
     pin: str,
+    conversation_id: int | None = None,
+    to_user_id: int | None = None,
     greeting: str = "",
     currency: str | None = None,
 ) -> RedPacket:
-    """Put money in a red packet for an audience (for now: friends of the sender, given by id)."""
+    """Put money in a red packet sent into a conversation (or the direct chat with
+    ``to_user_id``, created on first use), shown there as a ``red_packet`` message.
+
+    The sender must be allowed to post there (messaging's rules: an active member; in a direct
+    chat, friends or a peer who accepts strangers, no block). ``count``: 1 in a direct chat, at
+    most the group's member count (and ``PAYMENTS_RED_PACKET_MAX_COUNT``) in a group.
+    """
     currency = currency or settings.PAYMENTS_DEFAULT_CURRENCY
     _check_amount(total_amount, currency)
-    audience = sorted(set(audience_ids) - {sender_id})
     if kind not in RedPacket.Kind.values:
         raise ValidationFailed(fields={"kind": [_("normal or lucky")]})
-    if not audience:
-        raise ValidationFailed(fields={"recipient_ids": [_("Name at least one recipient.")]})
-    if not 1 <= count <= min(len(audience), settings.PAYMENTS_RED_PACKET_MAX_COUNT):
+    if not isinstance(greeting, str) or len(greeting) > 100:
+        raise ValidationFailed(fields={"greeting": [_("At most 100 characters.")]})
+    if type(count) is not int or not 1 <= count <= settings.PAYMENTS_RED_PACKET_MAX_COUNT:
         raise ValidationFailed(
-            fields={"count": [_("Between 1 and the number of recipients.")]}, code="invalid_count"
+            fields={"count": [_("Between 1 and %(max)d.") % {"max": settings.PAYMENTS_RED_PACKET_MAX_COUNT}]},
+            code="invalid_count",
         )
     if total_amount > settings.PAYMENTS_RED_PACKET_MAX_AMOUNT:
         raise ValidationFailed(fields={"total_amount": [_("Over the red packet maximum.")]})
@@ -72,18 +104,19 @@ def red_packet_send(
         raise ValidationFailed(fields={"total_amount": [_("At least 0.01 per share.")]})
     if kind == RedPacket.Kind.NORMAL and total_amount % count:
         raise ValidationFailed(fields={"total_amount": [_("A normal red packet splits into equal shares.")]})
-    friends = account_selectors.friend_ids(user_id=sender_id)
-    if not set(audience) <= friends:
-        raise ValidationFailed(
-            fields={"recipient_ids": [_("Only friends (group chats come later).")]}, code="not_friends"
-        )
+    # Refused before the PIN is checked; checked again under the conversation's lock when sending.
+    target = chat_selectors.send_check(
+        sender_id=sender_id, conversation_id=conversation_id, to_user_id=to_user_id
+    )
+    _check_count(count, is_group=target.is_group, members=target.member_count)
     pin_verify(user_id=sender_id, pin=pin)
     return _send(
         sender_id=sender_id,
         kind=kind,
         total_amount=total_amount,
         count=count,
-        audience=audience,
+        conversation_id=conversation_id,
+        to_user_id=to_user_id,
         greeting=greeting,
         currency=currency,
     )
@@ -96,7 +129,8 @@ def _send(
     kind: str,
     total_amount: int,
     count: int,
-    audience: list[int],
+    conversation_id: int | None,
+    to_user_id: int | None,
     greeting: str,
     currency: str,
 ) -> RedPacket:
@@ -104,6 +138,7 @@ def _send(
     _check_limits(payer=payer, amount=total_amount, currency=currency)
     packet = RedPacket.objects.create(
         sender_id=sender_id,
+        conversation_id=conversation_id,
         kind=kind,
         currency=currency,
         total_amount=total_amount,
@@ -111,7 +146,6 @@ def _send(
         remaining_amount=total_amount,
         remaining_count=count,
         greeting=greeting,
-        audience=audience,
         expires_at=timezone.now() + settings.PAYMENTS_RED_PACKET_TTL,
     )
     ledger_post(
@@ -126,17 +160,46 @@ def _send(
             ),
         ],
     )
+    # After the ledger: locks the conversation, stores the message, publishes it to the members.
+    posted = chat_services.payment_message_post(
+        sender_id=sender_id,
+        kind="red_packet",
+        object_id=packet.id,
+        body=events.red_packet_bubble(packet),
+        conversation_id=conversation_id,
+        to_user_id=to_user_id,
+    )
+    # The members as of now, under the conversation's lock (someone may have left since the
+    # check before the PIN): refusing here rolls the money and the message back together.
+    _check_count(count, is_group=posted.is_group, members=len(posted.member_ids))
+    if packet.conversation_id is None:  # a direct chat named by the peer (maybe made just now)
+        packet.conversation_id = posted.message.conversation_id
+        packet.save(update_fields=["conversation_id"])
+    # The sender is a member who just got the message: their stream head is locked already.
     core_events.publish(
-        user_ids=[sender_id, *audience], type=events.RED_PACKET_SENT, data=events.red_packet_payload(packet)
+        user_ids=[sender_id], type=events.RED_PACKET_SENT, data=events.red_packet_payload(packet)
     )
     return packet
 
 
 def red_packet_grab(*, user_id: int, packet_id: int) -> RedPacketGrab:
-    """Grab a share. Exactly once per member; ``red_packet_empty`` when all are taken."""
-    packet = RedPacket.objects.filter(pk=packet_id).only("audience", "remaining_count", "sender_id").first()
-    if packet is None or user_id not in packet.audience:
+    """Grab a share. Exactly once per member; ``red_packet_empty`` when all are taken.
+
+    Who may: an active member of the packet's chat who can see its message (404 for anyone
+    else, also a member who left); in a direct chat not the sender (403 ``own_red_packet``).
+    Membership is read before the packet's lock, not under it (every grab of a popular packet
+    queues on that lock): a member leaving at that very moment grabs as if just before leaving.
+    """
+    packet = RedPacket.objects.filter(pk=packet_id).only("remaining_count", "sender_id").first()
+    if packet is None:
         raise NotFound()
+    access = chat_selectors.payment_message_access(
+        user_id=user_id, sender_id=packet.sender_id, kind="red_packet", object_id=packet.pk
+    )
+    if access is None:
+        raise NotFound()
+    if not access.is_group and user_id == packet.sender_id:
+        raise Forbidden(_("Your red packet is for the other person."), code="own_red_packet")
     if packet.remaining_count == 0:  # cheap early answer for the crowd that arrives late
         raise Conflict(_("All the shares were taken."), code="red_packet_empty")
     return _grab(user_id=user_id, packet_id=packet_id)

@@ -8,6 +8,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Q, QuerySet, Sum
 
+from messaging import selectors as chat_selectors
 from superapp.core.errors import NotFound
 
 from .models import (
@@ -101,9 +102,16 @@ def transfer_get(*, user_id: int, transfer_id: int) -> Transfer:
 
 
 def red_packet_get(*, user_id: int, packet_id: int) -> tuple[RedPacket, list[RedPacketGrab]]:
-    """A red packet and its grabs, for its sender or a member of its audience (404 otherwise)."""
+    """A red packet and its grabs, for its sender or a member of its chat who can see its
+    message (404 for anyone else, also a member who left)."""
     packet = RedPacket.objects.filter(pk=packet_id).first()
-    if packet is None or (user_id != packet.sender_id and user_id not in packet.audience):
+    if packet is None or (
+        user_id != packet.sender_id
+        and chat_selectors.payment_message_access(
+            user_id=user_id, sender_id=packet.sender_id, kind="red_packet", object_id=packet.pk
+        )
+        is None
+    ):
         raise NotFound()
     return packet, list(packet.grabs.order_by("id"))
 

@@ -3,7 +3,9 @@
 Money services are wrapped in :func:`payments.ledger.money_atomic` (``atomic(durable=True)`` plus
 a bounded retry of deadlocks and serialization failures). Lock order inside one transaction:
 the business row (transfer, top-up) or the payer's :class:`WalletSettings` row, then ledger
-accounts in ascending id order in one query, then event stream heads (``publish``, last).
+accounts in ascending id order in one query, then the chat's conversation row (messaging's
+``payment_message_*``, when the movement shows in a chat), then event stream heads (``publish``,
+last).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
 from accounts import selectors as account_selectors
+from messaging import selectors as chat_selectors
+from messaging import services as chat_services
 from superapp.core import events as core_events
 from superapp.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ValidationFailed
 
@@ -30,6 +34,7 @@ from .models import (
     Card,
     JournalEntry,
     LedgerAccount,
+    MerchantOrder,
     ProviderEvent,
     RedPacket,
     TopUp,
@@ -208,7 +213,11 @@ def _check_limits(*, payer: WalletSettings, amount: int, currency: str) -> None:
         .exclude(status=Withdrawal.Status.FAILED)
         .aggregate(total=Sum("amount"))["total"]
     )
-    spent = (transfers or 0) + (packets or 0) + (withdrawals or 0)
+    # Payments to merchants (Payments II), net of what they refunded.
+    merchant_payments = MerchantOrder.objects.filter(
+        payer_id=payer.user_id, currency=currency, paid_at__gte=today
+    ).aggregate(total=Sum(F("amount") - F("refunded_amount")))["total"]
+    spent = (transfers or 0) + (packets or 0) + (withdrawals or 0) + (merchant_payments or 0)
     if spent + amount > limits["per_day"]:
         raise ValidationFailed(_("This payment would exceed your daily limit."), code="limit_per_day")
 
@@ -407,16 +416,19 @@ def provider_event_handle(*, provider: str, event_id: str, type: str, obj: dict)
 def transfer_create(
     *, sender_id: int, receiver_id: int, amount: int, pin: str, note: str = "", currency: str | None = None
 ) -> Transfer:
-    """Send money to a friend. It waits in escrow until the receiver accepts it (at once when
-    they auto-accept), or goes back to the sender after ``PAYMENTS_TRANSFER_TTL``."""
+    """Send money to a friend, shown as a ``transfer`` message in their direct chat (created on
+    first use). It waits in escrow until the receiver accepts it (at once when they
+    auto-accept), or goes back to the sender after ``PAYMENTS_TRANSFER_TTL``. Who may receive:
+    whoever the sender may message (messaging's rule: friends, or a receiver who accepts
+    strangers; no block either way)."""
     currency = currency or settings.PAYMENTS_DEFAULT_CURRENCY
     _check_amount(amount, currency)
     if len(note) > 100:
         raise ValidationFailed(fields={"note": [_("At most 100 characters.")]})
     if receiver_id == sender_id:
         raise ValidationFailed(_("You cannot transfer to yourself."), code="self_transfer")
-    if not account_selectors.are_friends(user_a=sender_id, user_b=receiver_id):
-        raise Forbidden(_("You can only transfer to friends."), code="not_friends")
+    # Refused before the PIN is checked; the message's service checks again under the chat's lock.
+    chat_selectors.send_check(sender_id=sender_id, to_user_id=receiver_id)
     pin_verify(user_id=sender_id, pin=pin)
     return _transfer_create(
         sender_id=sender_id, receiver_id=receiver_id, amount=amount, note=note, currency=currency
@@ -465,7 +477,15 @@ def _transfer_create(*, sender_id: int, receiver_id: int, amount: int, note: str
                 data=events.transfer_payload(transfer),
             )
         )
-    core_events.publish_many(specs=specs)
+    # After the ledger: locks the direct chat, stores the bubble, publishes everything at once.
+    chat_services.payment_message_post(
+        sender_id=sender_id,
+        kind="transfer",
+        object_id=transfer.id,
+        body=events.transfer_bubble(transfer),
+        to_user_id=receiver_id,
+        also_publish=specs,
+    )
     return transfer
 
 
@@ -486,6 +506,26 @@ def _settle(
     transfer.status = Transfer.Status.ACCEPTED if to_receiver else Transfer.Status.REFUNDED
     transfer.resolved_at = now
     transfer.save(update_fields=["status", "resolved_at"])
+
+
+def _transfer_resolved(transfer: Transfer, *, event_type: str, notice: str, actor_id: int | None) -> None:
+    """Show a settled transfer in its chat (the bubble's status, a system line) and publish the
+    payments event with it. Caller holds the transfer's row and its ledger accounts."""
+    chat_services.payment_message_update(
+        sender_id=transfer.sender_id,
+        kind="transfer",
+        object_id=transfer.id,
+        changes={"status": transfer.status},
+        notice=notice,
+        actor_id=actor_id,
+        also_publish=[
+            core_events.EventSpec(
+                user_ids=[transfer.sender_id, transfer.receiver_id],
+                type=event_type,
+                data=events.transfer_payload(transfer),
+            )
+        ],
+    )
 
 
 def _locked_transfer(transfer_id: int, user_id: int) -> Transfer:
@@ -510,10 +550,8 @@ def transfer_accept(*, user_id: int, transfer_id: int) -> Transfer:
     if transfer.expires_at <= now:
         raise Conflict(_("This transfer has expired and goes back to the sender."), code="transfer_expired")
     _settle(transfer, to_receiver=True, now=now)
-    core_events.publish(
-        user_ids=[transfer.sender_id, transfer.receiver_id],
-        type=events.TRANSFER_ACCEPTED,
-        data=events.transfer_payload(transfer),
+    _transfer_resolved(
+        transfer, event_type=events.TRANSFER_ACCEPTED, notice="transfer.accepted", actor_id=user_id
     )
     return transfer
 
@@ -523,10 +561,8 @@ def transfer_return(*, user_id: int, transfer_id: int) -> Transfer:
     """The receiver declines: the money goes back to the sender at once."""
     transfer = _locked_transfer(transfer_id, user_id)
     _settle(transfer, to_receiver=False, now=timezone.now())
-    core_events.publish(
-        user_ids=[transfer.sender_id, transfer.receiver_id],
-        type=events.TRANSFER_REFUNDED,
-        data=events.transfer_payload(transfer),
+    _transfer_resolved(
+        transfer, event_type=events.TRANSFER_REFUNDED, notice="transfer.returned", actor_id=user_id
     )
     return transfer
 
@@ -539,10 +575,8 @@ def transfer_refund_if_expired(*, transfer_id: int) -> bool:
     if transfer is None or transfer.status != Transfer.Status.PENDING or transfer.expires_at > now:
         return False
     _settle(transfer, to_receiver=False, now=now)
-    core_events.publish(
-        user_ids=[transfer.sender_id, transfer.receiver_id],
-        type=events.TRANSFER_REFUNDED,
-        data=events.transfer_payload(transfer),
+    _transfer_resolved(
+        transfer, event_type=events.TRANSFER_REFUNDED, notice="transfer.expired", actor_id=None
     )
     return True
 

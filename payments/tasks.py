@@ -4,7 +4,7 @@ from celery import shared_task
 
 from superapp.core.idempotency import idempotency_keys_purge
 
-from . import red_packets, services
+from . import orders, payment_codes, red_packets, services, settlement
 from .ledger import ledger_reconcile
 from .providers import ProviderUnavailable
 
@@ -43,3 +43,17 @@ def submit_withdrawal(withdrawal_id: int) -> None:
 @shared_task(name="payments.resubmit_stale_withdrawals", ignore_result=True)
 def resubmit_stale_withdrawals() -> int:
     return services.withdrawals_resubmit_stale()
+
+
+# --- Payments II ---------------------------------------------------------------------------------
+
+
+@shared_task(name="payments.settle_merchants", ignore_result=True)
+def settle_merchants() -> int:
+    return settlement.settlements_run()
+
+
+@shared_task(name="payments.close_expired_orders", ignore_result=True)
+def close_expired_orders() -> int:
+    """Close unpaid orders past their expiry; forget payment codes expired a day ago."""
+    return orders.orders_close_expired() + payment_codes.payment_codes_purge()

@@ -163,7 +163,9 @@ if DATABASE_URL:
     # Celery and commands (reconciliation, fan-out, migrations) run without a limit by default.
     DB_STATEMENT_TIMEOUT = env.int("DB_STATEMENT_TIMEOUT", default=30_000 if SERVER_INTERFACE else 0)
     if DB_STATEMENT_TIMEOUT:
-        DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT}"
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+            f"-c statement_timeout={DB_STATEMENT_TIMEOUT}"
+        )
     if DB_POOL:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DB_POOL_MIN", default=2),
@@ -619,6 +621,37 @@ CELERY_BEAT_SCHEDULE["payments-refund-expired-transfers"] = {
 CELERY_BEAT_SCHEDULE["payments-purge-idempotency-keys"] = {
     "task": "payments.purge_idempotency_keys",
     "schedule": 3600.0,
+}
+
+# --- Payments II: merchants, orders API, payment codes, settlement (docs/payments.md) ---------
+PAYMENTS_MERCHANT_FEE_BPS = env.int("PAYMENTS_MERCHANT_FEE_BPS", default=60)  # 0.6 %, like WeChat Pay
+# Fernet keys encrypting merchants' API secrets (first encrypts, all decrypt); empty: derived from SECRET_KEY.
+PAYMENTS_MERCHANT_KEY_ENCRYPTION_KEYS = env.list("PAYMENTS_MERCHANT_KEY_ENCRYPTION_KEYS", default=[])
+PAYMENTS_MERCHANT_KEY_GRACE = timedelta(hours=env.int("PAYMENTS_MERCHANT_KEY_GRACE_HOURS", default=24))
+PAYMENTS_SIGNATURE_WINDOW = env.int("PAYMENTS_SIGNATURE_WINDOW", default=300)  # seconds, either way
+PAYMENTS_ORDER_TTL = timedelta(minutes=env.int("PAYMENTS_ORDER_TTL_MINUTES", default=120))
+PAYMENTS_ORDER_MAX_TTL = timedelta(days=7)
+PAYMENTS_PAYMENT_CODE_TTL = timedelta(seconds=env.int("PAYMENTS_PAYMENT_CODE_TTL", default=60))
+# A payment code charges at once up to this amount (minor units); above, the payer confirms with the PIN.
+PAYMENTS_MICROPAY_NO_PIN_LIMIT = env.int("PAYMENTS_MICROPAY_NO_PIN_LIMIT", default=10_000)
+PAYMENTS_MICROPAY_CONFIRM_TTL = timedelta(minutes=2)
+# The business day of settlement (T+1): payments of day D become withdrawable after midnight.
+PAYMENTS_SETTLEMENT_TIMEZONE = env.str("PAYMENTS_SETTLEMENT_TIMEZONE", default="Asia/Shanghai")
+PAYMENTS_PAY_URL = env.str("PAYMENTS_PAY_URL", default="superapp://pay")
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "PaymentsOrderStatusEnum": "payments.models_merchants.MerchantOrder.Status",
+        "PaymentsTradeTypeEnum": "payments.models_merchants.MerchantOrder.TradeType",
+        "PaymentsMerchantKindEnum": "payments.models_merchants.Merchant.Kind",
+        "PaymentsMerchantStatusEnum": "payments.models_merchants.Merchant.Status",
+        "PaymentsRefundSourceEnum": "payments.models_merchants.MerchantRefund.Source",
+    }
+)
+# Hourly: each run settles every business day that has ended (once: a unique batch per day).
+CELERY_BEAT_SCHEDULE["payments-settle-merchants"] = {"task": "payments.settle_merchants", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["payments-close-expired-orders"] = {
+    "task": "payments.close_expired_orders",
+    "schedule": 300.0,
 }
 
 # --- Outbound webhooks (superapp.core.webhooks, docs/webhooks.md) -----------------------------

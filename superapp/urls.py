@@ -18,6 +18,7 @@ api_v1 = [
     path("payments/", include("payments.api.urls")),
     path("sync", core_views.SyncView.as_view(), name="sync"),
     path("push/", include("superapp.core.push.api.urls")),
+    path("pay/", include("payments.api.orders_urls")),  # merchant servers, HMAC-signed (docs/payments.md)
 ]
 
 urlpatterns = [

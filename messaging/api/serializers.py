@@ -48,7 +48,9 @@ class ChatMessageSerializer(BuilderSerializer):
     kind = serializers.ChoiceField(choices=Message.Kind.choices)
     text = serializers.CharField()
     content = serializers.DictField(
-        help_text="Kind-specific: media (url, thumb_url, size, ...), sticker, location, contact; system: event."
+        help_text="Kind-specific: media (url, thumb_url, size, ...), sticker, location, contact; system: event; "
+        "transfer: transfer_id, amount, currency, note, status; red_packet: red_packet_id, kind, greeting, "
+        "count, currency (both written by payments only)."
     )
     reply_to = ChatQuoteSerializer(allow_null=True)
     mentions = serializers.ListField(child=serializers.IntegerField())

@@ -28,10 +28,12 @@ from .messages import (
     message_send,
     typing_notify,
 )
+from .money import PaymentPost, payment_message_post, payment_message_update
 from .preferences import settings_update
 
 __all__ = [
     "InviteOutcome",
+    "PaymentPost",
     "SendResult",
     "attachment_upload",
     "attachments_purge_unused",
@@ -55,6 +57,8 @@ __all__ = [
     "message_hide",
     "message_recall",
     "message_send",
+    "payment_message_post",
+    "payment_message_update",
     "settings_update",
     "typing_notify",
 ]

@@ -16,12 +16,11 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts import selectors as account_selectors
 from superapp.core import events as core_events
-from superapp.core.errors import Forbidden, NotFound
+from superapp.core.errors import NotFound
 
-from .. import content, events
-from ..models import Conversation, Member, Message, UserSettings
+from .. import content, events, selectors
+from ..models import Conversation, Member, Message
 
 
 @dataclass
@@ -125,16 +124,8 @@ def direct_roster(conv: Conversation) -> Roster:
     return Roster(conv, members)  # type: ignore[arg-type]
 
 
-def check_direct_allowed(*, sender_id: int, peer_id: int) -> None:
-    """A direct message needs friends (or a peer who accepts strangers), and no block either way."""
-    flags = account_selectors.relation_flags(user_id=sender_id, other_id=peer_id)
-    if flags is None:
-        raise NotFound(_("No such user."), code="user_not_found")
-    friends, blocked = flags
-    if blocked:
-        raise Forbidden(_("You cannot message this user."), code="blocked")
-    if not friends and not UserSettings.objects.filter(user_id=peer_id, allow_strangers=True).exists():
-        raise Forbidden(_("Only friends can message this user."), code="not_friends")
+# A direct message needs friends (or a peer who accepts strangers), and no block either way.
+check_direct_allowed = selectors.direct_message_check
 
 
 def check_can_post(r: Roster, *, sender_id: int) -> Member:

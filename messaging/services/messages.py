@@ -277,6 +277,13 @@ def _forward(
             recalled_at__isnull=True,
         ).exclude(kind=Message.Kind.SYSTEM)
     }
+    money = [s for s, m in originals.items() if m.kind in content.PAYMENT_KINDS]
+    if money:
+        raise ValidationFailed(
+            _("Transfers and red packets cannot be forwarded."),
+            code="forward_forbidden",
+            fields={"seqs": [str(sorted(money))]},
+        )
     missing = [s for s in seqs if s not in originals]
     if missing:
         raise ValidationFailed(
@@ -333,6 +340,8 @@ def message_recall(*, user_id: int, conversation_id: int, seq: int) -> Message:
         return msg
     if msg.kind == Message.Kind.SYSTEM:
         raise Forbidden(_("System messages cannot be recalled."), code="recall_forbidden")
+    if msg.kind in content.PAYMENT_KINDS:  # money has moved: the bubble stays, as in WeChat
+        raise Forbidden(_("Transfers and red packets cannot be recalled."), code="recall_forbidden")
     me = r.members[user_id]
     allowed = False
     if msg.sender_id == user_id:

@@ -94,12 +94,14 @@ class TransferSerializer(BuilderSerializer):
 class RedPacketCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=RedPacket.Kind.choices)
     total_amount = serializers.IntegerField(min_value=1, help_text="Minor units (fen).")
-    count = serializers.IntegerField(min_value=1)
-    recipient_ids = serializers.ListField(
-        child=serializers.IntegerField(),
-        min_length=1,
-        max_length=500,
-        help_text="Who may grab (for now: friends; the chat side will pass a conversation's members).",
+    count = serializers.IntegerField(
+        min_value=1, help_text="1 in a direct chat; at most the group's members."
+    )
+    conversation_id = serializers.IntegerField(
+        required=False, min_value=1, help_text="The chat to send it in (give this or to_user_id)."
+    )
+    to_user_id = serializers.IntegerField(
+        required=False, min_value=1, help_text="Or: the direct chat with this user (created on first use)."
     )
     greeting = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
     currency = serializers.CharField(required=False, min_length=3, max_length=3)
@@ -116,6 +118,7 @@ class RedPacketGrabEntrySerializer(serializers.Serializer):
 class RedPacketSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     sender_id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField(allow_null=True)
     kind = serializers.ChoiceField(choices=RedPacket.Kind.choices)
     currency = serializers.CharField()
     total_amount = serializers.IntegerField()
@@ -131,6 +134,7 @@ class RedPacketSerializer(serializers.Serializer):
 
 class RedPacketGrabSerializer(serializers.Serializer):
     packet_id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField(allow_null=True)
     user_id = serializers.IntegerField()
     amount = serializers.IntegerField()
     currency = serializers.CharField()

@@ -39,3 +39,7 @@ urlpatterns += [
     path("withdrawals", views.WithdrawalListView.as_view(), name="payments-withdrawals"),
     path("withdrawals/<int:withdrawal_id>", views.WithdrawalDetailView.as_view(), name="payments-withdrawal"),
 ]
+# Payments II: merchants (owner) and checkout (payer); the merchant servers' API is /api/v1/pay/.
+from .merchant_urls import urlpatterns as merchant_urlpatterns  # noqa: E402
+
+urlpatterns += merchant_urlpatterns

@@ -263,14 +263,12 @@ class RedPacketCreateView(APIView):
         responses={201: s.RedPacketSerializer},
         tags=["payments"],
         parameters=[IDEMPOTENCY_HEADER],
-        summary="Send a red packet (normal or lucky)",
+        summary="Send a red packet (normal or lucky) into a chat",
     )
     @idempotent
     def post(self, request: Request) -> Response:
         data = _valid(s.RedPacketCreateSerializer, request.data)
-        packet = red_packets.red_packet_send(
-            sender_id=request.user.pk, audience_ids=data.pop("recipient_ids"), **data
-        )
+        packet = red_packets.red_packet_send(sender_id=request.user.pk, **data)
         return Response(events.red_packet_detail(packet, []), status=status.HTTP_201_CREATED)
 
 

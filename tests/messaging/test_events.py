@@ -31,7 +31,7 @@ def last(user, type_):
 
 
 def test_every_type_is_covered():
-    assert len(set(events.ALL_TYPES)) == 13
+    assert len(set(events.ALL_TYPES)) == 14
 
 
 def test_message_new(alice, bob):
@@ -83,6 +83,25 @@ def test_recall_erases_the_text_from_stored_events(alice, bob, carol):
         assert any(d["id"] == other.id and d["text"] == "unrelated" for d in stored)  # others untouched
     # Cursors do not move: the redaction rewrote rows, it did not append any.
     assert Event.objects.filter(type=events.MESSAGE_NEW).count() == before
+
+
+def test_message_updated(alice, bob):
+    """Only payments changes a message (a transfer's status): the message as it is now."""
+    from payments import services as payment_services
+    from tests.payments.conftest import PIN, fund, with_pin
+
+    befriend(alice, bob)
+    with_pin(alice)
+    fund(alice, 100)
+    transfer = payment_services.transfer_create(sender_id=alice.pk, receiver_id=bob.pk, amount=100, pin=PIN)
+    payment_services.transfer_accept(user_id=bob.pk, transfer_id=transfer.pk)
+    for user in (alice, bob):
+        data = last(user, events.MESSAGE_UPDATED)
+        assert set(data) == MESSAGE_KEYS
+        assert (data["seq"], data["kind"], data["sender_id"]) == (1, "transfer", alice.pk)
+        assert data["content"] == {
+            "transfer_id": transfer.pk, "amount": 100, "currency": "CNY", "note": "", "status": "accepted",
+        }  # fmt: skip
 
 
 def test_conversation_read(alice, bob):

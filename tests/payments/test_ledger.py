@@ -60,7 +60,7 @@ def test_a_wallet_cannot_go_negative(alice, bob):
 
 
 @pytest.mark.django_db
-def test_database_check_keeps_wallets_non_negative(alice):
+def test_database_check_keeps_wallets_non_negative(alice, ledger_drift_expected):
     wallet = wallet_for(user_id=alice.pk)
     with pytest.raises(IntegrityError), transaction.atomic():
         LedgerAccount.objects.filter(pk=wallet.pk).update(balance=-1)
@@ -69,7 +69,7 @@ def test_database_check_keeps_wallets_non_negative(alice):
 
 
 @pytest.mark.django_db
-def test_trigger_rejects_an_unbalanced_entry_at_commit(alice):
+def test_trigger_rejects_an_unbalanced_entry_at_commit(alice, ledger_drift_expected):
     assert connection.vendor == "postgresql"
     entry = JournalEntry.objects.create(kind="adjustment", reference="bad:1")
     Posting.objects.create(entry=entry, account=wallet_for(user_id=alice.pk), amount=100, currency="CNY")
@@ -79,7 +79,7 @@ def test_trigger_rejects_an_unbalanced_entry_at_commit(alice):
 
 
 @pytest.mark.django_db
-def test_trigger_rejects_a_single_posting(alice):
+def test_trigger_rejects_a_single_posting(alice, ledger_drift_expected):
     entry = JournalEntry.objects.create(kind="adjustment", reference="bad:2")
     Posting.objects.create(entry=entry, account=wallet_for(user_id=alice.pk), amount=100, currency="CNY")
     with pytest.raises(IntegrityError, match="at least two"), connection.cursor() as cursor:
@@ -106,7 +106,7 @@ def test_reconciliation_passes_on_a_healthy_ledger(alice, bob):
 
 
 @pytest.mark.django_db
-def test_reconciliation_finds_balance_drift_and_logs_it(alice, caplog):
+def test_reconciliation_finds_balance_drift_and_logs_it(alice, caplog, ledger_drift_expected):
     fund(alice, 700)
     LedgerAccount.objects.filter(owner=alice).update(balance=800)  # a bug or a hand edit
     run = ledger_reconcile()
@@ -123,7 +123,7 @@ def test_reconciliation_finds_balance_drift_and_logs_it(alice, caplog):
 
 
 @pytest.mark.django_db
-def test_reconcile_command_and_task(alice):
+def test_reconcile_command_and_task(alice, ledger_drift_expected):
     fund(alice, 100)
     call_command("reconcile_ledger")
     assert tasks.reconcile_ledger.delay().get() is True
@@ -136,7 +136,7 @@ def test_reconcile_command_and_task(alice):
 
 
 @pytest.mark.django_db
-def test_admin_is_read_only_and_surfaces_mismatches(alice, admin_client):
+def test_admin_is_read_only_and_surfaces_mismatches(alice, admin_client, ledger_drift_expected):
     fund(alice, 100)
     LedgerAccount.objects.filter(owner=alice).update(balance=5)
     ledger_reconcile()

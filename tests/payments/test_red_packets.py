@@ -12,6 +12,7 @@ from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from messaging import services as chat_services
 from payments import events, tasks
 from payments.ledger import ledger_reconcile
 from payments.models import AccountKind, LedgerAccount, RedPacket, RedPacketGrab
@@ -66,11 +67,17 @@ def _balance(user) -> int:
     return row.balance if row else 0
 
 
+def _chat_group(owner, members):
+    """A group chat of ``owner`` and ``members`` (the red packets' audience)."""
+    for m in members:
+        befriend(owner, m)
+    return chat_services.group_create(creator_id=owner.pk, name="g", member_ids=[m.pk for m in members])
+
+
 @pytest.fixture
 def group(payer, make_user):
     members = [make_user() for _ in range(4)]
-    for m in members:
-        befriend(payer, m)
+    payer.conv = _chat_group(payer, members)
     return payer, members
 
 
@@ -79,7 +86,7 @@ def _create(client, members, **extra):
         "kind": "lucky",
         "total_amount": 1_000,
         "count": 3,
-        "recipient_ids": [m.pk for m in members],
+        "conversation_id": client.user.conv.pk,
         "greeting": "Happy new year",
         "pin": PIN,
         **extra,
@@ -138,13 +145,13 @@ def test_outsiders_get_404(client_for, group, carol):
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ({"count": 5}, "count"),
+        ({"count": 6}, "count"),  # the group has 5 members, the sender included
         ({"count": 0}, "count"),
         ({"kind": "huge"}, "kind"),
         ({"kind": "normal", "total_amount": 1_000, "count": 3}, "total_amount"),
         ({"total_amount": 2}, "total_amount"),
         ({"total_amount": 20_001}, "total_amount"),
-        ({"recipient_ids": []}, "recipient_ids"),
+        ({"greeting": "x" * 101}, "greeting"),
     ],
 )
 def test_bad_red_packets(client_for, group, extra, field):
@@ -156,9 +163,15 @@ def test_bad_red_packets(client_for, group, extra, field):
 
 
 @pytest.mark.django_db
-def test_only_friends_in_the_audience_for_now(client_for, payer, carol):
-    response = _create(client_for(payer), [carol], count=1)
-    assert response.status_code == 400 and response.json()["error"]["code"] == "not_friends"
+def test_a_direct_red_packet_only_to_whom_i_may_message(client_for, payer, carol):
+    response = client_for(payer).post(
+        "/api/v1/payments/red-packets",
+        {"kind": "lucky", "total_amount": 100, "count": 1, "to_user_id": carol.pk, "pin": PIN},
+        format="json",
+        **{IDEM: "rp"},
+    )
+    assert response.status_code == 403 and response.json()["error"]["code"] == "not_friends"
+    assert _balance(payer) == 10_000
 
 
 @pytest.mark.django_db
@@ -169,7 +182,7 @@ def test_normal_packet_shares_equally(group):
         kind="normal",
         total_amount=900,
         count=3,
-        audience_ids=[m.pk for m in members],
+        conversation_id=sender.conv.pk,
         pin=PIN,
     )
     assert [red_packet_grab(user_id=m.pk, packet_id=packet.pk).amount for m in members[:3]] == [300, 300, 300]
@@ -183,7 +196,7 @@ def test_unclaimed_remainder_is_refunded_once_after_expiry(group):
         kind="lucky",
         total_amount=1_000,
         count=3,
-        audience_ids=[m.pk for m in members],
+        conversation_id=sender.conv.pk,
         pin=PIN,
     )
     got = red_packet_grab(user_id=members[0].pk, packet_id=packet.pk).amount
@@ -207,14 +220,16 @@ def test_red_packet_event_shapes(group):
         kind="lucky",
         total_amount=500,
         count=2,
-        audience_ids=[m.pk for m in members],
+        conversation_id=sender.conv.pk,
         pin=PIN,
         greeting="hi",
     )
-    sent = Event.objects.get(user=members[3], type=events.RED_PACKET_SENT).data
+    assert not Event.objects.filter(user=members[3], type=events.RED_PACKET_SENT).exists()
+    sent = Event.objects.get(user=sender, type=events.RED_PACKET_SENT).data
     assert set(sent) == {
         "id",
         "sender_id",
+        "conversation_id",
         "kind",
         "currency",
         "total_amount",
@@ -231,6 +246,7 @@ def test_red_packet_event_shapes(group):
         data = Event.objects.get(user=user, type=events.RED_PACKET_GRABBED).data
         assert data == {
             "packet_id": packet.pk,
+            "conversation_id": sender.conv.pk,
             "user_id": members[0].pk,
             "amount": grab.amount,
             "currency": "CNY",
@@ -248,14 +264,13 @@ def test_many_simultaneous_grabbers_get_exactly_the_total(make_user):
     with_pin(sender)
     fund(sender, 20_000)
     members = [make_user() for _ in range(40)]
-    for m in members:
-        befriend(sender, m)
+    conv = _chat_group(sender, members)
     packet = red_packet_send(
         sender_id=sender.pk,
         kind="lucky",
         total_amount=20_000,
         count=25,
-        audience_ids=[m.pk for m in members],
+        conversation_id=conv.pk,
         pin=PIN,
     )
     outcomes: list[str] = []
@@ -301,7 +316,7 @@ def test_red_packet_detail_query_count(client_for, group, django_assert_num_quer
         kind="lucky",
         total_amount=1_000,
         count=4,
-        audience_ids=[m.pk for m in members],
+        conversation_id=sender.conv.pk,
         pin=PIN,
     )
     for m in members:

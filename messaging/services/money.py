@@ -1,0 +1,148 @@
+"""Chat messages of money movements: kinds ``transfer`` and ``red_packet``, written by payments only.
+
+Payments calls these inside its money transaction, after its ledger postings, so that a payment
+and its message commit (or roll back) together: no transfer without its bubble, no bubble without
+the money. A client cannot send, recall or forward these kinds (``content.PAYMENT_KINDS``).
+
+Lock order of a money transaction (docs/payments.md): the business row, the ledger accounts,
+then **the conversation row** (here), then the event stream heads (here too, last, in one
+``publish_many`` with the caller's own events). Messaging's other paths lock the conversation,
+then the heads: the same order, so the two never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from django.utils.translation import gettext as _
+
+from superapp.core import events as core_events
+from superapp.core.errors import ValidationFailed
+
+from .. import content, events, notifications
+from ..models import Conversation, Message
+from . import _core
+from .messages import _direct_conversation
+
+
+@dataclass(frozen=True)
+class PaymentPost:
+    """A payment's message as stored, and who got it (the active members, the sender included)."""
+
+    message: Message
+    member_ids: list[int]
+    is_group: bool
+
+
+def _in_transaction(kind: str) -> None:
+    if not connection.in_atomic_block:
+        raise RuntimeError("payment messages are written inside the payment's transaction")
+    if kind not in content.PAYMENT_KINDS:
+        raise ValueError(f"not a payment kind: {kind!r}")
+
+
+def payment_message_post(
+    *,
+    sender_id: int,
+    kind: str,
+    object_id: int,
+    body: dict[str, Any],
+    conversation_id: int | None = None,
+    to_user_id: int | None = None,
+    also_publish: Sequence[core_events.EventSpec] = (),
+) -> PaymentPost:
+    """Post the message of a new payment (``kind`` transfer or red_packet, ``object_id`` its id)
+    in a conversation, or in the direct chat with ``to_user_id`` (created on first use, as a
+    first message creates it), with the same rules as a message: 404 unless an active member,
+    and in a direct chat 403 ``blocked`` / ``not_friends``.
+
+    Must run inside the caller's (money) transaction; a later failure there rolls the message
+    back too. Locks the conversation row, stores the message (``client_msg_id`` =
+    ``<kind>/<object_id>``: one message per payment, by the unique constraint), and publishes
+    ``message.new`` (and ``conversation.new`` for a new direct chat) with ``also_publish`` in
+    one ``publish_many``, so every stream head is locked once, in id order. Offline members get
+    a push ("[Transfer]", "[Red Packet]") after commit.
+    """
+    _in_transaction(kind)
+    if (conversation_id is None) == (to_user_id is None):
+        raise ValidationFailed(
+            _("Give conversation_id or to_user_id."),
+            fields={"conversation_id": [_("One of the two is required.")]},
+        )
+    specs: list[core_events.EventSpec] = []
+    if to_user_id is not None:
+        conv, created = _direct_conversation(sender_id=sender_id, peer_id=to_user_id)
+        r = _core.roster(conv.pk, user_id=sender_id)
+        if created:
+            specs.append(
+                core_events.EventSpec(
+                    r.user_ids, events.CONVERSATION_NEW, {"conversation": events.conversation(r.conversation)}
+                )
+            )
+    else:
+        assert conversation_id is not None
+        r = _core.roster(conversation_id, user_id=sender_id)
+        _core.check_can_post(r, sender_id=sender_id)
+    msg = _core.append(
+        r,
+        sender_id=sender_id,
+        kind=kind,
+        body=body,
+        client_msg_id=content.payment_client_msg_id(kind, object_id),
+        reader_id=sender_id,
+    )
+    specs.append(_core.new_message_spec(r, msg))
+    core_events.publish_many(specs=[*specs, *also_publish])
+    notifications.schedule_on_commit(
+        sender_id=sender_id, recipient_ids=[u for u in r.members if u != sender_id]
+    )
+    return PaymentPost(message=msg, member_ids=r.user_ids, is_group=r.conversation.is_group)
+
+
+def payment_message_update(
+    *,
+    sender_id: int,
+    kind: str,
+    object_id: int,
+    changes: dict[str, Any],
+    notice: str | None = None,
+    actor_id: int | None = None,
+    also_publish: Sequence[core_events.EventSpec] = (),
+) -> Message | None:
+    """Change the content of a payment's message (a transfer accepted or refunded): every
+    member's devices get ``message.updated``, and history shows the new state.
+
+    ``notice``: also add a system line (``content.event`` = notice, with ``<kind>_id`` and the
+    bubble's ``message_seq``), like WeChat's "Transfer accepted"; ``actor_id`` is who caused it
+    (None: the server, e.g. an expiry). Must run inside the caller's (money) transaction; locks
+    the conversation row, then publishes everything with ``also_publish`` in one
+    ``publish_many``. Returns None, publishing only ``also_publish``, when the payment has no
+    message (made before payments were shown in chats).
+    """
+    _in_transaction(kind)
+    key = content.payment_client_msg_id(kind, object_id)
+    conversation_id = (
+        Message.objects.filter(sender_id=sender_id, client_msg_id=key)
+        .values_list("conversation_id", flat=True)
+        .first()
+    )
+    if conversation_id is None:
+        if also_publish:
+            core_events.publish_many(specs=list(also_publish))
+        return None
+    conv: Conversation = _core.lock_conversations([conversation_id])[conversation_id]
+    r = _core.Roster(conv, _core.active_members([conv.pk]).get(conv.pk, {}))
+    msg = Message.objects.get(sender_id=sender_id, client_msg_id=key)
+    msg.content = {**msg.content, **changes}
+    msg.save(update_fields=["content"])
+    specs = [core_events.EventSpec(r.user_ids, events.MESSAGE_UPDATED, events.message(msg))]
+    if notice is not None:
+        line = _core.system_message(
+            r, actor_id=actor_id, event=notice, **{f"{kind}_id": object_id, "message_seq": msg.seq}
+        )
+        specs.append(_core.new_message_spec(r, line))
+    core_events.publish_many(specs=[*specs, *also_publish])
+    return msg
