@@ -21,6 +21,17 @@ def _media(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _celery_join_guard():
+    """Celery's eager ``apply()`` sets a process-wide "join will block" flag and restores the value
+    it saw (``denied_join_result``): two threads running eager tasks at once (the concurrency
+    tests) can leave it set, and a later ``.delay().get()`` in the same process then raises
+    "Never call result.get() within a task!". Start every test with it cleared."""
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(False)
+
+
+@pytest.fixture(autouse=True)
 def _english():
     """A request with Accept-Language leaves its language active in the thread (LocaleMiddleware
     never deactivates); start and leave every test in the default language."""
