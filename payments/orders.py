@@ -296,6 +296,9 @@ def _notify(order: MerchantOrder, event_type: str, payload: dict, dedup_key: str
             payload=payload,
             secret=order.merchant.notify_secret,
             dedup_key=dedup_key,
+            # No DNS lookup under the payment's locks: the URL was checked (resolved) when the
+            # merchant or the order set it, and every delivery attempt checks it again.
+            resolve=False,
         )
     except ValidationFailed as exc:
         logger.error(
