@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "miniprograms",
     "official_accounts",
     "govservices",
+    "superapp.demo",  # seed_demo: the demo world of `make run`, through every app's services
 ]
 
 MIDDLEWARE = [

@@ -118,11 +118,27 @@ def test_readyz_checks_database_and_redis(api, settings):
 
 
 def test_seed_demo_is_idempotent(capsys):
+    from messaging.models import Conversation, Message
+    from moments.models import Comment, Like, Post
+    from payments import selectors as payment_selectors
+    from payments.ledger import ledger_reconcile
+    from payments.services import pin_verify
+
     call_command("seed_demo")
     call_command("seed_demo")
     assert sorted(User.objects.values_list("handle", flat=True)) == ["alice", "bob", "carol"]
     assert Friendship.objects.count() == 6  # three pairs, both directions
     out = capsys.readouterr().out
-    assert "alice / superapp-demo" in out
+    assert "alice / superapp-demo" in out and "Payment PIN of every demo wallet: 123456" in out
     alice = User.objects.get(handle="alice")
     assert alice.check_password("superapp-demo") and alice.is_verified
+    # One direct chat and one group, each line once; two posts, a like and a comment; funded wallets.
+    assert Conversation.objects.filter(kind=Conversation.Kind.DIRECT).count() == 1
+    assert Conversation.objects.filter(kind=Conversation.Kind.GROUP, name="Weekend hike").count() == 1
+    texts = list(Message.objects.exclude(kind=Message.Kind.SYSTEM).values_list("text", flat=True))
+    assert len(texts) == 3 and "I'll bring the snacks." in texts
+    assert (Post.objects.count(), Like.objects.count(), Comment.objects.count()) == (2, 1, 1)
+    for user in User.objects.all():
+        assert payment_selectors.wallet_balance(user_id=user.pk) == 100_000
+        pin_verify(user_id=user.pk, pin="123456")  # raises if the PIN were not set
+    assert ledger_reconcile().ok
