@@ -21,6 +21,8 @@ SCENARIOS["moments"] = __import__("bench.moments_feed", fromlist=["run"]).run  #
 SCENARIOS["messaging"] = __import__("bench.messaging_chat", fromlist=["run"]).run  # bench/messaging_chat.py
 SCENARIOS["payments"] = __import__("bench.payments_ledger", fromlist=["run"]).run  # bench/payments_ledger.py
 SCENARIOS["payments_orders"] = __import__("bench.payments_orders", fromlist=["run"]).run  # Payments II
+SCENARIOS["payments-transfers"] = __import__("bench.payments_transfers", fromlist=["run"]).run
+SCENARIOS["payments-grabs"] = __import__("bench.payments_grabs", fromlist=["run"]).run
 
 
 def main(argv: list[str] | None = None) -> int:
