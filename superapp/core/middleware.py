@@ -1,4 +1,4 @@
-"""Request plumbing: request id + one structured log line per request, body size limit."""
+"""Request plumbing: request id + one structured log line per request, body size limit, NUL."""
 
 from __future__ import annotations
 
@@ -65,12 +65,17 @@ class RequestLogMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Rejects bodies larger than ``MAX_REQUEST_BYTES`` with 413 before anything reads them."""
+    """Rejects bodies larger than ``MAX_REQUEST_BYTES`` with 413 before anything reads them, and
+    a NUL character in the path or the query string with 400: no text column can hold one
+    (PostgreSQL refuses it), so a lookup by such a path segment would otherwise end in a 500.
+    (JSON and form fields are checked by DRF's CharField, which refuses NUL as well.)"""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
+            return json_error_response("malformed_request", _("The URL contains a NUL character."), 400)
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

@@ -53,6 +53,18 @@ def test_413_body_too_large(api, settings):
     assert_error(response, 413, "request_too_large")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/payments/checkout/merchants/%00",  # a <str:> lookup PostgreSQL would refuse
+        "/api/v1/pay/refunds/%00abc",
+        "/api/v1/users/search?q=a%00b",
+    ],
+)
+def test_nul_in_the_url_is_400_not_500(client_for, alice, url):
+    assert_error(client_for(alice).get(url), 400, "malformed_request")
+
+
 def _boom(request):
     raise RuntimeError("boom")
 
