@@ -19,6 +19,10 @@ from .env import ROOT, server_env
 from .stacks import PSYCOPG2_PERSISTENT
 
 ROUNDS = 5
+RAW_JOIN = (
+    "SELECT u.* FROM accounts_user u JOIN accounts_loginsession s ON s.user_id = u.id "
+    "WHERE s.id = %s AND s.revoked_at IS NULL"
+)
 
 
 def run(*, rounds: int, seconds: float) -> str:
@@ -100,9 +104,17 @@ def _measure(seconds: float) -> dict[str, float]:
             get_user_model().objects.filter(pk=user.pk).values("id", "handle", "display_name").first()
         ),
         "the same SELECT as raw SQL on Django's cursor": sql_only,
-        "JWT decode + validate (simplejwt)": lambda: jwt_auth.get_validated_token(raw),
-        "user + open session (accounts/authentication.py, raw SQL join)": lambda: session_auth.get_user(
-            validated
+        "JWT decode + validate (simplejwt; a token's first request in a process)": lambda: (
+            jwt_auth.get_validated_token(raw)
+        ),
+        "JWT check of a remembered token (accounts/authentication.py)": lambda: (
+            session_auth.get_validated_token(raw)
+        ),
+        "user + open session (accounts/authentication.py: one statement, Model.from_db)": lambda: (
+            session_auth.get_user(validated)
+        ),
+        "what-if (before): the same join through User.objects.raw()": lambda: next(
+            iter(get_user_model().objects.raw(RAW_JOIN, [session.pk]))
         ),
         "what-if (not in the app): the ORM, select_related().first()": lambda: (
             LoginSession.objects.select_related("user").filter(pk=session.pk, revoked_at__isnull=True).first()

@@ -20,10 +20,12 @@ BENCH_REDIS_URL=redis://127.0.0.1:6379/5``.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from . import load
 from .env import ROOT, RUN_DIR, database_url, http_json, login, server_env
@@ -67,7 +69,10 @@ def run(*, rounds: int, seconds: float) -> str:
         targets = [anchor_direct, feed_direct, anchor_proxy, feed_prod]
         print(f"moments: feed, {len(targets)} targets at {CONNECTIONS} connections, {rounds} rounds of "
               f"{seconds:g}s", flush=True)  # fmt: skip
-        _rounds(targets, rounds=rounds, seconds=seconds)
+        app = f"b_{PRODUCTION.key}"
+        pg_ms = _rounds(targets, rounds=rounds, seconds=seconds, pg_apps={
+            "anchor_django": "b_anchor_django", "anchor_django_nginx": "b_anchor_django",
+            "feed_direct": app, "feed_production": app})  # fmt: skip
 
         print("moments: fan-out", flush=True)
         fanout = {n: _fan_out(prod.url, f"mpub{n}", n) for n in (500, 5000)}
@@ -103,12 +108,17 @@ def run(*, rounds: int, seconds: float) -> str:
         f"### moments: home feed at {CONNECTIONS} connections (500 friends, 20,000 posts in the database)",
         "",
         f"A page is 20 posts with {images} images and {shown} likes and comments, rendered for the viewer "
-        "(2 queries: the session, then the page in one statement, moments/feed.py).",
+        "(2 queries: the session, then the page in one prepared statement, moments/feed.py).",
         "",
         table(rows),
         "",
         f"Goal (at least 0.5x the Django anchor's req/s under the same server): "
         f"{'met' if goal >= 0.5 else 'NOT met'} ({goal:.2f}x).",
+        "",
+        "PostgreSQL CPU per request (its backends serving each server, median of the rounds; not in "
+        "\"server CPU\", on the same 2 cores): "
+        + ", ".join(f"{t.key} {statistics.median(pg_ms[t.key]):.2f} ms" for t in targets)
+        + ".",
         "",
         f"### moments: from publish to every friend's timeline ({FANOUT_REPEATS} posts each)",
         "",
@@ -120,20 +130,55 @@ def run(*, rounds: int, seconds: float) -> str:
     return text
 
 
-def _rounds(targets: list[Target], *, rounds: int, seconds: float) -> None:
-    """``measure.run_rounds`` at 64 connections: interleaved, so a burst hits every target alike."""
+def _rounds(
+    targets: list[Target], *, rounds: int, seconds: float, pg_apps: dict[str, str]
+) -> dict[str, list[float]]:
+    """``measure.run_rounds`` at 64 connections: interleaved, so a burst hits every target alike.
+
+    Also returns, per target, the CPU that PostgreSQL's backends serving it spent per request
+    (``pg_apps``: target key -> application_name), which "server CPU" leaves out."""
+    pg_ms: dict[str, list[float]] = {target.key: [] for target in targets}
     for target in targets:
         load.wrk(target.url, 1.0, target.headers, connections=CONNECTIONS)
     for round_no in range(rounds):
         shift = round_no % len(targets)
         for target in targets[shift:] + targets[:shift]:
-            before = target.cpu_seconds()
+            before, pg_before = target.cpu_seconds(), _pg_cpu(pg_apps[target.key])
             result = load.wrk(
                 target.url, seconds, target.headers, connections=CONNECTIONS, watch_app=target.db_app
             )
             result.cpu_ms_per_request = (target.cpu_seconds() - before) * 1000 / max(result.requests, 1)
+            pg_ms[target.key].append(
+                (_pg_cpu(pg_apps[target.key]) - pg_before) * 1000 / max(result.requests, 1)
+            )
             target.results.append(result)
         print(f"  round {round_no + 1}/{rounds} done", flush=True)
+    return pg_ms
+
+
+_probe = None
+
+
+def _pg_cpu(application_name: str) -> float:
+    """User + system CPU seconds of the PostgreSQL backends (same machine) of one application."""
+    global _probe
+    if _probe is None:
+        _probe = _connect()
+    with _probe.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [application_name],
+        )
+        pids = [row[0] for row in cursor.fetchall()]
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _seed() -> None:

@@ -1,14 +1,15 @@
-"""The home feed's read path on PostgreSQL: one SQL statement per page, rendered by the builders.
+"""The home feed's read path on PostgreSQL: one prepared SQL statement per page.
 
 The feed is the hottest read of Moments. Built with the ORM (``selectors.feed``: the page, then
 media, likes and comments prefetched) a page costs about 35 ms of Python, two thirds of it
 assembling and compiling the visibility condition and four queries, and instantiating some 300
 model objects. Here the same page is one statement with constant text: PostgreSQL picks the
 page (the rule of ``selectors.visible_to``, written out below; who is a friend comes from
-accounts' own compiled query, see ``moments.sql``) and aggregates each post's media, the likes
-and comments this viewer may see, and ``liked_by_me`` into JSON; Python only turns file names
-into URLs and assembles the payload through ``moments.events.post_values``. A change to
-``visible_to`` must be made here too: the equivalence test fails until it is.
+accounts' own compiled query, see ``moments.sql``) and builds each post as JSON in the shape of
+``moments.events.post_values`` (media, the likes and comments this viewer may see,
+``liked_by_me``), with file names where the payload has URLs; Python parses it (orjson) and asks
+the storage for the URLs. A change to ``visible_to`` or to the payload's shape must be made here
+too: the equivalence test fails until it is.
 
 ``selectors.feed`` stays the reference: it serves other databases (the embedded SQLite default)
 and ``tests/moments/test_feed_sql.py`` checks that both give the same pages, payloads included.
@@ -17,30 +18,40 @@ and ``tests/moments/test_feed_sql.py`` checks that both give the same pages, pay
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from . import events
-from .models import MomentsProfile, Visibility
+from .models import MomentsProfile, Post, Visibility
 from .sql import friend_ids_sql
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOWS = [days for days in MomentsProfile.Window.values if days]
 
 
-def _user_json(alias: str) -> str:
-    return f"json_build_array({alias}.id, {alias}.handle, {alias}.display_name, NULLIF({alias}.avatar_thumb, ''))"
+def _brief_json(alias: str) -> str:
+    # accounts' user_brief shape; the avatar as a file name, made a URL in Python (storage).
+    return (
+        f"json_build_object('id', {alias}.id, 'handle', {alias}.handle, 'display_name', {alias}.display_name, "
+        f"'avatar_thumb_url', NULLIF({alias}.avatar_thumb, ''))"
+    )
 
 
-def _micros(column: str) -> str:
-    # Exact (numeric) microseconds since the epoch: Python rebuilds the same datetime.
-    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+def _iso(column: str) -> str:
+    # events.iso: Python's isoformat() in UTC with "Z", which leaves out a zero fraction.
+    return (
+        f"to_char({column} AT TIME ZONE 'UTC', CASE WHEN mod(extract(microseconds FROM {column}), 1000000) = 0 "
+        """THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END)"""
+    )
 
 
 _TOO_OLD = " OR ".join(f"(m.visible_days = {days} AND t.created < %(cutoff_{days})s)" for days in WINDOWS)
@@ -62,53 +73,140 @@ page AS (
     WHERE t.user_id = %(viewer)s
       AND (t.created, t.post_id) < (%(before_created)s, %(before_id)s)
       AND p.hidden_at IS NULL
+      -- mine, or (about the author) a friend, not hiding from me, not muted by me, within their window;
       AND (t.author_id = %(viewer)s OR (
             t.author_id IN (SELECT friend_id FROM friends)
         AND t.author_id NOT IN (
             SELECT s.owner_id FROM moments_friendsetting s WHERE s.target_id = %(viewer)s AND s.hide_my_posts)
         AND t.author_id NOT IN (
             SELECT s.target_id FROM moments_friendsetting s WHERE s.owner_id = %(viewer)s AND s.hide_their_posts)
-        AND (p.visibility = '{Visibility.FRIENDS}'
-            OR (p.visibility = '{Visibility.INCLUDE}' AND EXISTS (
-                SELECT 1 FROM moments_postaudience a WHERE a.post_id = p.id AND a.user_id = %(viewer)s))
-            OR (p.visibility = '{Visibility.EXCLUDE}' AND NOT EXISTS (
-                SELECT 1 FROM moments_postaudience a WHERE a.post_id = p.id AND a.user_id = %(viewer)s)))
         AND NOT EXISTS (
-            SELECT 1 FROM moments_momentsprofile m WHERE m.user_id = t.author_id AND ({_TOO_OLD}))
-      ))
+            SELECT 1 FROM moments_momentsprofile m WHERE m.user_id = t.author_id AND ({_TOO_OLD}))))
+      -- and mine, or (about the post) shared with me. Two conditions, the timeline's and the post's
+      -- ("A or (B and C)" is "(A or B) and (A or C)"): mixed in one, PostgreSQL evaluated the
+      -- timeline's part twice, building the friends hash twice.
+      AND (t.author_id = %(viewer)s
+        OR p.visibility = '{Visibility.FRIENDS}'
+        OR (p.visibility = '{Visibility.INCLUDE}' AND EXISTS (
+            SELECT 1 FROM moments_postaudience a WHERE a.post_id = p.id AND a.user_id = %(viewer)s))
+        OR (p.visibility = '{Visibility.EXCLUDE}' AND NOT EXISTS (
+            SELECT 1 FROM moments_postaudience a WHERE a.post_id = p.id AND a.user_id = %(viewer)s)))
     ORDER BY t.created DESC, t.post_id DESC
-    LIMIT %(limit)s
-)
-SELECT
-    p.id, p.author_id, p.kind, p.text, p.visibility, {_micros("p.created_at")}, page.created,
-    p.link_url, p.link_title, p.link_description, p.link_thumb_url,
-    p.location_name, p.latitude::float8, p.longitude::float8,
-    {_user_json("u")},
-    (SELECT json_agg(json_build_array(m.id, m.kind, m.file, NULLIF(m.thumb, ''), m.width, m.height, m.size,
-                                      m.content_type) ORDER BY m.position)
-     FROM moments_media m WHERE m.post_id = p.id),
-    EXISTS (SELECT 1 FROM moments_like l WHERE l.post_id = p.id AND l.user_id = %(viewer)s),
-    (SELECT json_agg(x.u ORDER BY x.created_at, x.id) FROM (
-        SELECT l.id, l.created_at, {_user_json("lu")} AS u
+    LIMIT %(limit)s + 1  -- one more than shown: whether there is a next page
+),
+listed AS (SELECT post_id, created FROM page ORDER BY created DESC, post_id DESC LIMIT %(limit)s)
+SELECT listed.created, p.id, (SELECT count(*) FROM page) > %(limit)s, json_build_object(
+    -- events.post_values' shape, file names in place of URLs
+    'id', p.id,
+    'author', {_brief_json("u")},
+    'kind', p.kind,
+    'text', p.text,
+    'media', COALESCE((
+        SELECT json_agg(json_build_object(
+            'id', m.id, 'kind', m.kind, 'url', NULLIF(m.file, ''), 'thumb_url', NULLIF(m.thumb, ''),
+            'width', m.width, 'height', m.height, 'size', m.size, 'content_type', m.content_type
+        ) ORDER BY m.position)
+        FROM moments_media m WHERE m.post_id = p.id), '[]'),
+    'link', CASE WHEN p.kind = '{Post.Kind.LINK}' THEN json_build_object(
+        'url', p.link_url, 'title', p.link_title, 'description', p.link_description,
+        'thumb_url', NULLIF(p.link_thumb_url, '')) END,
+    'location', CASE WHEN p.location_name <> '' THEN json_build_object(
+        'name', p.location_name, 'latitude', p.latitude::float8, 'longitude', p.longitude::float8) END,
+    'created_at', {_iso("p.created_at")},
+    'is_mine', p.author_id = %(viewer)s,
+    -- only the author learns how a post was shared
+    'visibility', CASE WHEN p.author_id = %(viewer)s THEN p.visibility END,
+    'liked_by_me', EXISTS (SELECT 1 FROM moments_like l WHERE l.post_id = p.id AND l.user_id = %(viewer)s),
+    'likes', COALESCE((SELECT json_agg(x.u ORDER BY x.created_at, x.id) FROM (
+        SELECT l.id, l.created_at, {_brief_json("lu")} AS u
         FROM moments_like l JOIN {users} lu ON lu.id = l.user_id
         -- selectors.interactions_visible_to: all on my post; else mine and my friends'
         WHERE l.post_id = p.id AND (p.author_id = %(viewer)s OR l.user_id = %(viewer)s
                                     OR l.user_id IN (SELECT friend_id FROM friends))
-        ORDER BY l.created_at, l.id LIMIT %(likes)s) x),
-    (SELECT json_agg(json_build_array(x.id, x.a, x.text, x.reply_to_id, x.r, x.at) ORDER BY x.created_at, x.id)
-     FROM (
-        SELECT c.id, c.created_at, c.text, c.reply_to_id, {_user_json("cu")} AS a,
-               CASE WHEN c.reply_to_user_id IS NULL THEN NULL ELSE {_user_json("ru")} END AS r,
-               {_micros("c.created_at")} AS at
+        ORDER BY l.created_at, l.id LIMIT %(likes)s) x), '[]'),
+    'comments', COALESCE(shown.comments, '[]'),
+    'more_comments', COALESCE(shown.more, false)
+)::text
+FROM listed JOIN moments_post p ON p.id = listed.post_id JOIN {users} u ON u.id = p.author_id
+LEFT JOIN LATERAL (
+    -- one comment more than shown, to tell whether there are more
+    SELECT json_agg(json_build_object(
+               'id', x.id, 'post_id', p.id, 'author', x.a, 'text', x.text, 'reply_to_id', x.reply_to_id,
+               'reply_to_user', x.r, 'created_at', x.at
+           ) ORDER BY x.created_at, x.id) FILTER (WHERE x.n <= %(comments)s) AS comments,
+           count(*) > %(comments)s AS more
+    FROM (
+        SELECT c.id, c.created_at, c.text, c.reply_to_id, {_brief_json("cu")} AS a,
+               CASE WHEN c.reply_to_user_id IS NULL THEN NULL ELSE {_brief_json("ru")} END AS r,
+               {_iso("c.created_at")} AS at, row_number() OVER (ORDER BY c.created_at, c.id) AS n
         FROM moments_comment c
         JOIN {users} cu ON cu.id = c.author_id
         LEFT JOIN {users} ru ON ru.id = c.reply_to_user_id
         WHERE c.post_id = p.id AND (p.author_id = %(viewer)s OR c.author_id = %(viewer)s
                                     OR c.author_id IN (SELECT friend_id FROM friends))
-        ORDER BY c.created_at, c.id LIMIT %(comments)s) x)
-FROM page JOIN moments_post p ON p.id = page.post_id JOIN {users} u ON u.id = p.author_id
-ORDER BY page.created DESC, page.post_id DESC
+        ORDER BY c.created_at, c.id LIMIT %(comments)s + 1) x
+) shown ON true
+ORDER BY listed.created DESC, listed.post_id DESC
 """  # noqa: S608
+
+
+# Planning the statement costs PostgreSQL more than running it (about 5 ms against 1.6 ms for a
+# page of 20 posts: BENCHMARKS.md, "Moments"), and its text never changes. So each database
+# connection prepares it once (SQL PREPARE, on the first page read through that connection, in the
+# same round trip) and then only EXECUTEs it; after five executions PostgreSQL keeps a generic plan
+# and stops planning. Prepared statements live as long as their connection: the connections on
+# which it is prepared are remembered here (the driver's connection objects, weakly, so a closed
+# one is forgotten; with Django's pool a connection serves several threads in turn). Behind a
+# pooler that hands one client's statements to different server connections (PgBouncer in
+# transaction mode), set MOMENTS_FEED_PREPARED=false.
+_PREPARED_ON: weakref.WeakSet = weakref.WeakSet()
+_UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: not prepared on this connection
+
+
+@functools.cache
+def _prepared() -> tuple[str, str, tuple[str, ...]]:
+    """``(PREPARE text, EXECUTE text, parameter names in $n order)`` for :func:`_sql`."""
+    names: list[str] = []
+
+    def position(match: re.Match) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    body = re.sub(r"%\((\w+)\)s", position, _sql())
+    # The name changes with the text, so a connection never runs an older version of it.
+    name = "moments_feed_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    return f"PREPARE {name} AS {body}", f"EXECUTE {name}({', '.join(['%s'] * len(names))})", tuple(names)
+
+
+def _fetch_page(params: dict[str, Any]) -> list[tuple]:
+    """Run the statement: prepared once per connection (see above), or plain."""
+    with connection.cursor() as cursor:
+        if not settings.MOMENTS_FEED_PREPARED:
+            cursor.execute(_sql(), params)
+            return cursor.fetchall()
+        prepare, execute, names = _prepared()
+        values = [params[name] for name in names]
+        raw = connection.connection
+        if raw in _PREPARED_ON:
+            try:
+                cursor.execute(execute, values)
+                return cursor.fetchall()
+            except DatabaseError as exc:
+                # Deallocated behind our back (DISCARD ALL): prepare again, when the failed
+                # statement did not abort a transaction of the caller.
+                cause = exc.__cause__
+                code = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
+                if code != _UNDEFINED_STATEMENT or connection.in_atomic_block:
+                    raise
+                _PREPARED_ON.discard(raw)
+        # One round trip: PREPARE, then EXECUTE. psycopg2 answers with the last result; psycopg 3
+        # with the first (PREPARE's, which has no rows), and moves on with nextset().
+        cursor.execute(f"{prepare}; {execute}", values)
+        _PREPARED_ON.add(raw)
+        if cursor.description is None:
+            cursor.nextset()
+        return cursor.fetchall()
 
 
 @dataclass(frozen=True)
@@ -117,39 +215,24 @@ class FeedPage:
     next_position: tuple[datetime, int] | None  # (created, post_id) of the last entry, if more
 
 
-def _when(micros: int) -> datetime:
-    return EPOCH + timedelta(microseconds=micros)
+def _with_urls(brief: dict[str, Any] | None) -> None:
+    if brief is not None:
+        brief["avatar_thumb_url"] = events.file_url(brief["avatar_thumb_url"])
 
 
-def _brief(values) -> dict[str, Any]:
-    return events.user_brief_values(*values)
-
-
-def _media(m) -> dict[str, Any]:
-    item_id, kind, file, thumb, width, height, size, content_type = m
-    return {
-        "id": item_id,
-        "kind": kind,
-        "url": events.file_url(file),
-        "thumb_url": events.file_url(thumb),
-        "width": width,
-        "height": height,
-        "size": size,
-        "content_type": content_type,
-    }
-
-
-def _comment(c, post_id: int) -> dict[str, Any]:
-    comment_id, author, text, reply_to_id, reply_to_user, created = c
-    return {
-        "id": comment_id,
-        "post_id": post_id,
-        "author": _brief(author),
-        "text": text,
-        "reply_to_id": reply_to_id,
-        "reply_to_user": _brief(reply_to_user) if reply_to_user else None,
-        "created_at": events.iso(_when(created)),
-    }
+def _post(text: str) -> dict[str, Any]:
+    """A post as the statement built it, its file names turned into URLs (the storage's own)."""
+    post = orjson.loads(text)
+    _with_urls(post["author"])
+    for item in post["media"]:
+        item["url"] = events.file_url(item["url"])
+        item["thumb_url"] = events.file_url(item["thumb_url"])
+    for brief in post["likes"]:
+        _with_urls(brief)
+    for comment in post["comments"]:
+        _with_urls(comment["author"])
+        _with_urls(comment["reply_to_user"])
+    return post
 
 
 def feed_page(*, viewer_id: int, before: tuple[datetime, int] | None, limit: int) -> FeedPage:
@@ -160,36 +243,12 @@ def feed_page(*, viewer_id: int, before: tuple[datetime, int] | None, limit: int
         "viewer": viewer_id,
         "before_created": before[0] if before else datetime.max.replace(tzinfo=UTC),
         "before_id": before[1] if before else 0,
-        "limit": limit + 1,
+        "limit": limit,
         "likes": settings.MOMENTS_LIKES_SHOWN,
-        "comments": settings.MOMENTS_COMMENTS_SHOWN + 1,
+        "comments": settings.MOMENTS_COMMENTS_SHOWN,
         **{f"cutoff_{days}": now - timedelta(days=days) for days in WINDOWS},
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(), params)
-        rows = cursor.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    posts = []
-    for (post_id, author_id, kind, text, visibility, created, _entry, link_url, link_title, link_description,
-         link_thumb_url, place_name, latitude, longitude, author, media, liked, likes, comments) in rows:  # fmt: skip
-        posts.append(
-            events.post_values(
-                post_id=post_id,
-                author_id=author_id,
-                viewer_id=viewer_id,
-                author=_brief(author),
-                kind=kind,
-                text=text,
-                visibility=visibility,
-                created_at=_when(created),
-                media=[_media(m) for m in media or ()],
-                link=events.link_card(kind, link_url, link_title, link_description, link_thumb_url),
-                location=events.place(place_name, latitude, longitude),
-                liked_by_me=liked,
-                likes=[_brief(u) for u in likes or ()],
-                comments=[_comment(c, post_id) for c in comments or ()],
-            )
-        )
-    next_position = (rows[-1][6], rows[-1][0]) if more and rows else None
+    rows = _fetch_page(params)
+    posts = [_post(text) for _created, _post_id, _more, text in rows]
+    next_position = (rows[-1][0], rows[-1][1]) if rows and rows[0][2] else None
     return FeedPage(posts=posts, next_position=next_position)

@@ -20,7 +20,8 @@ def _friend_ids_pieces() -> tuple[list[str], list[object]]:
     pieces = sql.split("%s")
     if len(pieces) != len(params) + 1 or any("%" in piece for piece in pieces):
         raise RuntimeError(f"unexpected SQL for friend_ids_query: {sql!r}")
-    if any(p != _SENTINEL_ID and (type(p) is not int) for p in params):
+    # Integers (psycopg 3 hands Django's constants over as its Int4, an int subclass).
+    if any(p != _SENTINEL_ID and (not isinstance(p, int) or isinstance(p, bool)) for p in params):
         raise RuntimeError(f"unexpected parameters for friend_ids_query: {params!r}")
     return pieces, list(params)
 

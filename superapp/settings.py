@@ -478,6 +478,9 @@ MOMENTS_COMMENTS_SHOWN = 20  # comments rendered with a post in a feed; the rest
 # Up to this many readers a post is written into the timelines in the publishing transaction;
 # beyond, by the Celery task moments.fan_out_post after commit.
 MOMENTS_FANOUT_INLINE_MAX = env.int("MOMENTS_FANOUT_INLINE_MAX", default=1000)
+# The feed statement is prepared once per database connection (moments/feed.py); off behind a
+# pooler that does not keep a client on one server connection (PgBouncer in transaction mode).
+MOMENTS_FEED_PREPARED = env.bool("MOMENTS_FEED_PREPARED", default=True)
 CELERY_BEAT_SCHEDULE["moments-purge-orphan-media"] = {
     "task": "moments.purge_orphan_media",
     "schedule": 3600.0,

@@ -12,13 +12,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from superapp.core import views as core_views
 
 api_v1 = [
-    path("", include("accounts.api.urls")),
     path("moments/", include("moments.api.urls")),
     path("messaging/", include("messaging.api.urls")),
     path("payments/", include("payments.api.urls")),
+    path("pay/", include("payments.api.orders_urls")),  # merchant servers, HMAC-signed (docs/payments.md)
     path("sync", core_views.SyncView.as_view(), name="sync"),
     path("push/", include("superapp.core.push.api.urls")),
-    path("pay/", include("payments.api.orders_urls")),  # merchant servers, HMAC-signed (docs/payments.md)
+    # Last: its prefix is empty, so any path would first try each of its ~30 patterns (~0.1 ms of
+    # a feed request); none of them starts with another entry's prefix.
+    path("", include("accounts.api.urls")),
 ]
 
 urlpatterns = [

@@ -19,6 +19,7 @@ from superapp.core.pagination import CursorPagination
 from .. import events, selectors, services
 from ..models import Comment, FriendSetting, Notification, Post
 from . import serializers as s
+from .renderers import FastJSONRenderer
 
 NO_CONTENT = OpenApiResponse(description="Done.")
 TAGS = ["moments"]
@@ -56,6 +57,8 @@ class NotificationPagination(CursorPagination):
 
 
 class FeedView(APIView):
+    renderer_classes = [FastJSONRenderer]  # the page is ~26 KB: DRF's encoder cost 12x more CPU
+
     @extend_schema(
         parameters=[
             OpenApiParameter("cursor", str, description="The `next` link's cursor, for the following page."),

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from accounts import services as account_services
+from accounts.models import User
 from moments import feed as feed_sql
 from moments import selectors, services
-from moments.models import Post, Timeline
+from moments.models import Comment, Post, Timeline
 from superapp.core.errors import NotFound
 from tests.conftest import befriend
 
@@ -69,6 +71,23 @@ def world(make_user, settings):
     services.comment_create(user=u["ann"], post_id=posts[0].pk, text="fourth")
     services.comment_delete(user=u["cat"], comment_id=first.pk)  # the reply keeps naming cat
     services.comment_create(user=u["dan"], post_id=posts[7].pk, text="dan on cat")
+    # What the statement writes as JSON itself: avatars (names made URLs in Python), a link card
+    # with its thumbnail, coordinates, text that JSON must escape, whole-second times.
+    User.objects.filter(pk=u["ben"].pk).update(avatar_thumb="avatars/ben thumb é.jpg")
+    User.objects.filter(pk=u["cat"].pk).update(avatar_thumb="avatars/cat.132.jpg")
+    tricky = publish(
+        u["cat"],
+        'say "hi" \\ to 中文 😀 \u2028 next line\n\ttab </script>',
+        link=services.LinkCard(url="https://e.com/a?b=1&c=é", title='T "q"', thumb_url="https://e.com/t.png"),
+        location=services.Place(name="Bund", latitude=Decimal("31.2397"), longitude=Decimal("-121.4998")),
+    )
+    services.like_add(user=u["ben"], post_id=tricky.pk)
+    services.like_add(user=u["ann"], post_id=tricky.pk)
+    whole = services.comment_create(user=u["ben"], post_id=tricky.pk, text="ünïcödé \u2029")
+    second = timezone.now().replace(microsecond=0)
+    Comment.objects.filter(pk=whole.pk).update(created_at=second)
+    Post.objects.filter(pk=tricky.pk).update(created_at=second)
+    Timeline.objects.filter(post=tricky).update(created=second)
     return u
 
 
@@ -104,3 +123,14 @@ def test_the_world_exercises_the_rules(world):
     assert photos["comments"][0]["reply_to_user"]["handle"] == "cat"
     assert photos["media"][0]["url"].endswith(".full.jpg")
     assert photos["location"] == {"name": "Park", "latitude": None, "longitude": None}
+    tricky = next(
+        p for p in _all_pages(feed_sql.feed_page, world["ann"].pk, 50) if p["text"].startswith("say")
+    )
+    assert tricky["author"]["avatar_thumb_url"].endswith("/avatars/cat.132.jpg")
+    assert tricky["likes"][0]["avatar_thumb_url"].endswith("/avatars/ben%20thumb%20%C3%A9.jpg")
+    assert tricky["location"] == {"name": "Bund", "latitude": 31.2397, "longitude": -121.4998}
+    assert tricky["link"]["thumb_url"] == "https://e.com/t.png"
+    # A whole second is written without a fraction (Python's isoformat), others with microseconds.
+    assert "." not in tricky["created_at"] and tricky["created_at"].endswith("Z")
+    assert "." not in tricky["comments"][0]["created_at"]
+    assert len(photos["created_at"].split(".")[1]) == len("123456Z")

@@ -1,0 +1,127 @@
+"""The feed statement is prepared once per database connection (moments/feed.py): in the same round
+trip as the first page, executed afterwards, prepared again when the server forgot it, and plain
+when MOMENTS_FEED_PREPARED is off; PostgreSQL's generic plan gives the same pages. Through a real
+ASGI server too (psycopg 3 and Django's pool, where one connection serves several threads)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from moments import feed as feed_sql
+from moments import selectors, services
+from tests.conftest import befriend, login_tokens
+from tests.processes import asgi_servers
+
+from .conftest import publish
+
+
+def _forget_prepared() -> None:
+    connection.ensure_connection()
+    feed_sql._PREPARED_ON.discard(connection.connection)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+
+
+@pytest.fixture
+def friends(make_user):
+    ann, ben, cat = make_user(handle="ann"), make_user(handle="ben"), make_user(handle="cat")
+    befriend(ann, ben)
+    befriend(ann, cat)
+    befriend(ben, cat)
+    for author in (ann, ben, cat, ben, cat):
+        post = publish(author, f"by {author.handle}")
+        services.like_add(user=ann, post_id=post.pk)
+        services.comment_create(user=ben, post_id=post.pk, text="nice")
+    return ann, ben, cat
+
+
+def _page(viewer, limit=20, before=None):
+    return feed_sql.feed_page(viewer_id=viewer.pk, before=before, limit=limit)
+
+
+@pytest.mark.django_db
+def test_first_page_prepares_in_the_same_round_trip_then_executes(friends):
+    ann = friends[0]
+    _forget_prepared()
+    reference = selectors.feed_page_orm(viewer_id=ann.pk, before=None, limit=20)
+    with CaptureQueriesContext(connection) as first:
+        assert _page(ann) == reference
+    with CaptureQueriesContext(connection) as second:
+        assert _page(ann) == reference
+    assert len(first) == 1 and first[0]["sql"].startswith("PREPARE moments_feed_")
+    assert "; EXECUTE moments_feed_" in first[0]["sql"]
+    assert len(second) == 1 and second[0]["sql"].startswith("EXECUTE moments_feed_")
+
+
+@pytest.mark.django_db
+def test_the_generic_plan_gives_the_same_pages(friends):
+    _forget_prepared()
+    for _ in range(4):  # PostgreSQL plans the first five executions, then keeps a generic plan
+        for viewer in friends:
+            for limit in (1, 2, 20):
+                expected = selectors.feed_page_orm(viewer_id=viewer.pk, before=None, limit=limit)
+                assert _page(viewer, limit) == expected
+                if expected.next_position:
+                    after = selectors.feed_page_orm(
+                        viewer_id=viewer.pk, before=expected.next_position, limit=limit
+                    )
+                    assert _page(viewer, limit, expected.next_position) == after
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans FROM pg_prepared_statements WHERE name LIKE 'moments_feed_%%'")
+        assert cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_the_server_forgot_is_prepared_again(friends):
+    ann = friends[0]
+    expected = selectors.feed_page_orm(viewer_id=ann.pk, before=None, limit=20)
+    assert _page(ann) == expected
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what DISCARD ALL or a pooler's reset would do
+    with CaptureQueriesContext(connection) as queries:
+        assert _page(ann) == expected
+    assert queries[-1]["sql"].startswith("PREPARE moments_feed_")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_callers_transaction_a_forgotten_statement_is_not_retried(friends):
+    ann = friends[0]
+    _page(ann)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    # The failed EXECUTE aborted the caller's transaction: retrying in it would fail again.
+    with pytest.raises(DatabaseError), transaction.atomic():
+        _page(ann)
+    assert _page(ann).posts  # outside, it recovers
+
+
+@pytest.mark.django_db
+def test_off_runs_the_plain_statement(friends, settings):
+    settings.MOMENTS_FEED_PREPARED = False
+    ann = friends[0]
+    expected = selectors.feed_page_orm(viewer_id=ann.pk, before=None, limit=20)
+    with CaptureQueriesContext(connection) as queries:
+        assert _page(ann) == expected
+    assert len(queries) == 1 and queries[0]["sql"].lstrip().startswith("WITH friends AS")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_through_a_real_asgi_server_on_psycopg3_and_its_pool(friends):
+    ann = friends[0]
+    headers = {"Authorization": f"Bearer {login_tokens(ann)['access']}"}
+    expected = [p["id"] for p in selectors.feed_page_orm(viewer_id=ann.pk, before=None, limit=2).posts]
+    everything = [p["id"] for p in selectors.feed_page_orm(viewer_id=ann.pk, before=None, limit=50).posts]
+    with asgi_servers(1) as (url,), httpx.Client(base_url=url, headers=headers, timeout=10) as client:
+        for _ in range(8):  # past the five planned executions, on whichever pooled connection
+            first = client.get("/api/v1/moments/feed", params={"page_size": 2})
+            assert first.status_code == 200, first.text
+            assert [p["id"] for p in first.json()["results"]] == expected
+            ids, link = [], "/api/v1/moments/feed?page_size=2"
+            while link:
+                page = client.get(link).json()
+                ids += [p["id"] for p in page["results"]]
+                link = page["next"]
+            assert ids == everything
