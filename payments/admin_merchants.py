@@ -131,6 +131,9 @@ class StaffRefundForm(forms.Form):
         min_value=1, required=False, help_text=_("Minor units (fen). Empty: everything not refunded yet.")
     )
     reason = forms.CharField(max_length=80, required=False)
+    # Drawn when the form is shown and carried through the submission: the refund's
+    # out_refund_no, so the same form submitted twice (double click, reload, back) refunds once.
+    out_refund_no = forms.RegexField(regex=disputes.STAFF_REFUND_NO_RE, widget=forms.HiddenInput)
 
 
 class DisputeOpenForm(forms.Form):
@@ -154,8 +157,8 @@ class DisputeResolveForm(forms.Form):
 class StaffActionMixin:
     """A form page for one object whose valid submission calls a service (errors shown inline)."""
 
-    def _staff_form(self, request, obj, form_class, title, summary, act):
-        form = form_class(request.POST or None)
+    def _staff_form(self, request, obj, form_class, title, summary, act, initial=None):
+        form = form_class(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             try:
                 message = act(form.cleaned_data)
@@ -248,6 +251,7 @@ class MerchantOrderAdmin(StaffActionMixin, ReadOnlyAdmin):
                 order_id=order.pk,
                 amount=data["amount"],
                 reason=data["reason"],
+                out_refund_no=data["out_refund_no"],
                 ip=client_ip(request),
             )
             return _("Refunded %(amount)d %(currency)s.") % {
@@ -262,7 +266,15 @@ class MerchantOrderAdmin(StaffActionMixin, ReadOnlyAdmin):
             "left": left,
             "currency": order.currency,
         }
-        return self._staff_form(request, order, StaffRefundForm, _("Refund"), summary, act)
+        return self._staff_form(
+            request,
+            order,
+            StaffRefundForm,
+            _("Refund"),
+            summary,
+            act,
+            initial={"out_refund_no": disputes.staff_refund_no()},
+        )
 
     def dispute_view(self, request, order_id: int):
         if not self.has_staff_permission(request):
@@ -354,7 +366,7 @@ class DisputeAdmin(StaffActionMixin, ReadOnlyAdmin):
 
     @admin.display(description=_("resolve"))
     def resolve(self, obj):
-        if obj.status != Dispute.Status.OPEN:
+        if obj.status not in (Dispute.Status.OPEN, Dispute.Status.RESOLVING_CUSTOMER):
             return "-"
         return format_html(
             '<a href="{}">{}</a>', reverse("admin:payments_dispute_resolve", args=[obj.pk]), _("Resolve")

@@ -4,10 +4,18 @@ A dispute is a payer's complaint that staff open on a paid order (reason, amount
 left to refund). Resolving it for the customer refunds the disputed amount (capped at what is
 still refundable) through the ordinary refund service, with ``out_refund_no`` ``dispute-<id>``,
 so a resolution retried after a crash refunds once; resolving it for the merchant moves nothing.
+The dispute is locked and marked ``resolving_customer`` (committed) before the refund, so two
+staff deciding at once cannot both refund and record "won by the merchant"
+(:func:`dispute_resolve`). While a dispute is open or being resolved, its amount is held back
+from the merchant's payouts (``merchants.merchant_disputed_amount``).
+
+Staff refunds are idempotent on an ``out_refund_no`` drawn when the admin form is shown
+(:func:`staff_refund_no`): the same form submitted twice refunds once.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from django.db import IntegrityError, transaction
@@ -20,14 +28,36 @@ from superapp.core.errors import Conflict, NotFound, ValidationFailed
 from .models import Dispute, MerchantOrder, MerchantRefund
 from .orders import PAID_STATES, refund_create
 
+STAFF_REFUND_NO_RE = re.compile(r"staff-[0-9a-f]{20}")
+
+
+def staff_refund_no() -> str:
+    """A fresh ``out_refund_no`` for a staff refund, drawn when the refund form is shown."""
+    return f"staff-{secrets.token_hex(10)}"
+
 
 def staff_refund(
-    *, actor_id: int, order_id: int, amount: int | None = None, reason: str = "", ip: str | None = None
+    *,
+    actor_id: int,
+    order_id: int,
+    out_refund_no: str,
+    amount: int | None = None,
+    reason: str = "",
+    ip: str | None = None,
 ) -> MerchantRefund:
-    """Staff refund part (``amount``) or the rest (None) of a paid order; audited."""
+    """Staff refund part (``amount``) or the rest (None) of a paid order; audited.
+
+    Idempotent on ``out_refund_no`` (from :func:`staff_refund_no`, drawn when the form was
+    shown): the same form submitted again returns the first refund and moves nothing.
+    """
+    if not isinstance(out_refund_no, str) or not STAFF_REFUND_NO_RE.fullmatch(out_refund_no):
+        raise ValidationFailed(fields={"out_refund_no": [_("Reload the form and submit it again.")]})
     order = MerchantOrder.objects.filter(pk=order_id).first()
     if order is None:
         raise NotFound()
+    done = MerchantRefund.objects.filter(merchant_id=order.merchant_id, out_refund_no=out_refund_no).first()
+    if done is not None and done.order_id == order.id and amount in (None, done.amount):
+        return done  # a resubmission ("the rest" included: it meant the same refund)
     if amount is None:
         amount = order.amount - order.refunded_amount
         if amount <= 0:
@@ -35,7 +65,7 @@ def staff_refund(
     refund, _created = refund_create(
         merchant_id=order.merchant_id,
         order_id=order.id,
-        out_refund_no=f"staff-{secrets.token_hex(10)}",
+        out_refund_no=out_refund_no,
         amount=amount,
         reason=reason or "staff refund",
         initiated_by=MerchantRefund.Initiator.STAFF,
@@ -92,51 +122,95 @@ def dispute_open(
 def dispute_resolve(
     *, actor_id: int, dispute_id: int, for_customer: bool, note: str = "", ip: str | None = None
 ) -> Dispute:
-    """Close an open dispute: for the customer (refund) or for the merchant (nothing moves); audited."""
-    dispute = Dispute.objects.select_related("order").filter(pk=dispute_id).first()
-    if dispute is None:
-        raise NotFound()
-    if dispute.status != Dispute.Status.OPEN:
-        raise Conflict(_("This dispute is already resolved."), code="dispute_resolved")
-    refund = None
-    if for_customer:
-        out_refund_no = f"dispute-{dispute.id}"
-        refund = MerchantRefund.objects.filter(
-            merchant_id=dispute.order.merchant_id, out_refund_no=out_refund_no
-        ).first()
-        if refund is None:
-            left = dispute.order.amount - dispute.order.refunded_amount
-            if left > 0:
-                refund, _created = refund_create(
-                    merchant_id=dispute.order.merchant_id,
-                    order_id=dispute.order_id,
-                    out_refund_no=out_refund_no,
-                    amount=min(dispute.amount, left),
-                    reason=f"dispute {dispute.id}: {dispute.reason}"[:80],
-                    initiated_by=MerchantRefund.Initiator.DISPUTE,
-                    actor_id=actor_id,
-                    ip=ip,
+    """Close an open dispute: for the customer (refund) or for the merchant (nothing moves); audited.
+
+    For the customer, in three steps, because the refund is a money transaction of its own
+    (``money_atomic`` is durable): (1) under the dispute's row lock, ``open`` becomes
+    ``resolving_customer`` and commits, so a concurrent "for the merchant" is refused from then
+    on (409 ``dispute_resolving``); (2) the refund, ``out_refund_no`` ``dispute-<id>``, which is
+    idempotent; (3) under the lock again, ``won_by_customer``. A resolution that died after (1)
+    or (2) is finished by resolving it for the customer again: it refunds at most once.
+    For the merchant: one transaction, only from ``open``.
+
+    Raises:
+        Conflict ``dispute_resolved``: already resolved.
+        Conflict ``dispute_resolving``: being resolved for the customer (for the merchant only).
+    """
+    with transaction.atomic():
+        dispute = Dispute.objects.select_for_update().filter(pk=dispute_id).first()
+        if dispute is None:
+            raise NotFound()
+        if dispute.status in (Dispute.Status.WON_BY_CUSTOMER, Dispute.Status.WON_BY_MERCHANT):
+            raise Conflict(_("This dispute is already resolved."), code="dispute_resolved")
+        if not for_customer:
+            if dispute.status != Dispute.Status.OPEN:
+                raise Conflict(
+                    _("This dispute is being resolved for the customer (the refund is under way)."),
+                    code="dispute_resolving",
                 )
+            return _dispute_finish(
+                dispute,
+                status=Dispute.Status.WON_BY_MERCHANT,
+                refund=None,
+                actor_id=actor_id,
+                note=note,
+                ip=ip,
+            )
+        if dispute.status == Dispute.Status.OPEN:
+            dispute.status = Dispute.Status.RESOLVING_CUSTOMER
+            dispute.save(update_fields=["status"])
+
+    order = MerchantOrder.objects.get(pk=dispute.order_id)
+    out_refund_no = f"dispute-{dispute.id}"
+    refund = MerchantRefund.objects.filter(merchant_id=order.merchant_id, out_refund_no=out_refund_no).first()
+    if refund is None:
+        left = order.amount - order.refunded_amount
+        if left > 0:
+            refund, _created = refund_create(
+                merchant_id=order.merchant_id,
+                order_id=order.id,
+                out_refund_no=out_refund_no,
+                amount=min(dispute.amount, left),
+                reason=f"dispute {dispute.id}: {dispute.reason}"[:80],
+                initiated_by=MerchantRefund.Initiator.DISPUTE,
+                actor_id=actor_id,
+                ip=ip,
+            )
     with transaction.atomic():
         dispute = Dispute.objects.select_for_update().get(pk=dispute_id)
-        if dispute.status != Dispute.Status.OPEN:
+        if dispute.status != Dispute.Status.RESOLVING_CUSTOMER:  # a concurrent resolution finished it
             raise Conflict(_("This dispute is already resolved."), code="dispute_resolved")
-        dispute.status = Dispute.Status.WON_BY_CUSTOMER if for_customer else Dispute.Status.WON_BY_MERCHANT
-        dispute.resolved_by_id = actor_id
-        dispute.resolved_at = timezone.now()
-        dispute.resolution_note = note[:200]
-        dispute.refund = refund
-        dispute.save(update_fields=["status", "resolved_by", "resolved_at", "resolution_note", "refund"])
-        audit_record(
-            actor_id=actor_id,
-            action="payments.dispute.resolve",
-            target=dispute,
-            details={
-                "for": "customer" if for_customer else "merchant",
-                "refund_id": refund.id if refund else None,
-                "refunded": refund.amount if refund else 0,
-                "note": note[:200],
-            },
-            ip=ip,
+        return _dispute_finish(
+            dispute, status=Dispute.Status.WON_BY_CUSTOMER, refund=refund, actor_id=actor_id, note=note, ip=ip
         )
+
+
+def _dispute_finish(
+    dispute: Dispute,
+    *,
+    status: str,
+    refund: MerchantRefund | None,
+    actor_id: int,
+    note: str,
+    ip: str | None,
+) -> Dispute:
+    """Record the resolution. Caller holds the dispute's row lock in a transaction."""
+    dispute.status = status
+    dispute.resolved_by_id = actor_id
+    dispute.resolved_at = timezone.now()
+    dispute.resolution_note = note[:200]
+    dispute.refund = refund
+    dispute.save(update_fields=["status", "resolved_by", "resolved_at", "resolution_note", "refund"])
+    audit_record(
+        actor_id=actor_id,
+        action="payments.dispute.resolve",
+        target=dispute,
+        details={
+            "for": "customer" if status == Dispute.Status.WON_BY_CUSTOMER else "merchant",
+            "refund_id": refund.id if refund else None,
+            "refunded": refund.amount if refund else 0,
+            "note": note[:200],
+        },
+        ip=ip,
+    )
     return dispute

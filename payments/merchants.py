@@ -21,7 +21,8 @@ from datetime import timedelta
 
 import qrcode
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -31,8 +32,16 @@ from superapp.core.webhooks import webhook_url_check
 
 from . import signing
 from .ledger import InsufficientFunds, Leg, ledger_post, money_atomic, wallet_for
-from .models import AccountKind, JournalEntry, LedgerAccount, Merchant, MerchantKey, MerchantPayout
-from .services import _check_amount, pin_verify
+from .models import (
+    AccountKind,
+    Dispute,
+    JournalEntry,
+    LedgerAccount,
+    Merchant,
+    MerchantKey,
+    MerchantPayout,
+)
+from .services import _check_amount, _lock_settings, pin_verify
 
 MAX_MERCHANTS_PER_OWNER = 20
 
@@ -138,7 +147,14 @@ def merchant_create(
 ) -> IssuedKey:
     """Open a merchant for ``owner_id`` with its ledger accounts and a first API key (the
     secret is returned once). ``kind``/``external_ref`` name an official account or mini-program
-    that takes payments through it."""
+    that takes payments through it: the caller (that app's service) must have checked that
+    ``owner_id`` administers it; the public API opens only ``business`` merchants.
+
+    Raises:
+        Conflict ``too_many_merchants``: the owner has ``MAX_MERCHANTS_PER_OWNER`` already.
+        Conflict ``merchant_exists``: that official account or mini-program has one (also when
+            two are opened at the same moment).
+    """
     name = _check_name(name)
     currency = currency or settings.PAYMENTS_DEFAULT_CURRENCY
     if currency not in settings.PAYMENTS_CURRENCIES:
@@ -153,21 +169,28 @@ def merchant_create(
         raise ValidationFailed(fields={"external_ref": [_("Name the official account or mini-program.")]})
     notify_url = check_notify_url(notify_url)
     with transaction.atomic():
+        # The owner's wallet settings row serializes one owner's creations: the count below
+        # cannot be passed by two requests at once.
+        _lock_settings(owner_id)
         if Merchant.objects.filter(owner_id=owner_id).count() >= MAX_MERCHANTS_PER_OWNER:
             raise Conflict(_("You already have the maximum number of merchants."), code="too_many_merchants")
         if external_ref and Merchant.objects.filter(kind=kind, external_ref=external_ref).exists():
             raise Conflict(_("This one already has a merchant."), code="merchant_exists")
-        merchant = Merchant.objects.create(
-            owner_id=owner_id,
-            kind=kind,
-            external_ref=external_ref,
-            name=name,
-            currency=currency,
-            fee_rate_bps=settings.PAYMENTS_MERCHANT_FEE_BPS,
-            notify_url=notify_url,
-            notify_secret="whsec_" + secrets.token_urlsafe(32),
-            static_code=secrets.token_urlsafe(24),
-        )
+        try:
+            with transaction.atomic():
+                merchant = Merchant.objects.create(
+                    owner_id=owner_id,
+                    kind=kind,
+                    external_ref=external_ref,
+                    name=name,
+                    currency=currency,
+                    fee_rate_bps=settings.PAYMENTS_MERCHANT_FEE_BPS,
+                    notify_url=notify_url,
+                    notify_secret="whsec_" + secrets.token_urlsafe(32),
+                    static_code=secrets.token_urlsafe(24),
+                )
+        except IntegrityError:  # the same official account or mini-program, by someone else, at once
+            raise Conflict(_("This one already has a merchant."), code="merchant_exists") from None
         for account_kind in (AccountKind.MERCHANT, AccountKind.MERCHANT_AVAILABLE):
             merchant_account(merchant_id=merchant.id, kind=account_kind, currency=currency)
         key, secret = _new_key(merchant)
@@ -287,19 +310,48 @@ def merchant_static_qr_png(*, user_id: int, merchant_id: int) -> bytes:
 # --- payouts ----------------------------------------------------------------------------------
 
 
+PAYOUT_HELD_DISPUTE_STATES = (Dispute.Status.OPEN, Dispute.Status.RESOLVING_CUSTOMER)
+
+
+def merchant_disputed_amount(*, merchant_id: int, currency: str) -> int:
+    """What the merchant's open disputes (and those being resolved for the customer) could still
+    refund: held back from payouts, so a dispute won by the customer always finds the money."""
+    held = Dispute.objects.filter(
+        order__merchant_id=merchant_id, order__currency=currency, status__in=PAYOUT_HELD_DISPUTE_STATES
+    ).aggregate(total=Sum("amount"))["total"]
+    return held or 0
+
+
+def _check_payout(merchant: Merchant, *, amount: int, available: int) -> None:
+    if merchant.status != Merchant.Status.ACTIVE:
+        raise Forbidden(_("This merchant is suspended: payouts are stopped."), code="merchant_suspended")
+    held = merchant_disputed_amount(merchant_id=merchant.id, currency=merchant.currency)
+    if amount > available - held:
+        message = _("The merchant's withdrawable balance is not enough.")
+        if held:
+            message = _(
+                "The merchant's withdrawable balance is not enough: %(held)d is held for open disputes."
+            ) % {"held": held}
+        raise MerchantBalanceInsufficient(message)
+
+
 def merchant_payout(*, user_id: int, merchant_id: int, amount: int, pin: str) -> MerchantPayout:
     """Move settled money (``merchant_available``) to the owner's wallet (PIN required).
 
+    Only an active merchant pays out, and never the amount of its open disputes: at most
+    ``available - merchant_disputed_amount``. Both are checked again under the merchant's row
+    lock, which staff suspending it and settlement wait for.
+
     Raises:
-        MerchantBalanceInsufficient: more than the available balance.
+        Forbidden ``merchant_suspended``: the merchant is suspended.
+        MerchantBalanceInsufficient: more than the available balance less open disputes.
     """
     merchant = _owned(user_id=user_id, merchant_id=merchant_id)
     _check_amount(amount, merchant.currency)
-    balance = merchant_account(
+    available = merchant_account(
         merchant_id=merchant.id, kind=AccountKind.MERCHANT_AVAILABLE, currency=merchant.currency
-    ).balance
-    if amount > balance:  # early and friendly; the ledger checks again under the lock
-        raise MerchantBalanceInsufficient(_("The merchant's withdrawable balance is not enough."))
+    )
+    _check_payout(merchant, amount=amount, available=available.balance)  # early and friendly
     pin_verify(user_id=user_id, pin=pin)
     return _merchant_payout(
         merchant_id=merchant.id, user_id=user_id, amount=amount, currency=merchant.currency
@@ -308,11 +360,16 @@ def merchant_payout(*, user_id: int, merchant_id: int, amount: int, pin: str) ->
 
 @money_atomic
 def _merchant_payout(*, merchant_id: int, user_id: int, amount: int, currency: str) -> MerchantPayout:
-    payout = MerchantPayout.objects.create(
-        merchant_id=merchant_id, amount=amount, currency=currency, requested_by_id=user_id
-    )
+    # FOR NO KEY UPDATE: payouts of one merchant queue here, and so do staff changing its status
+    # and settlement (FOR UPDATE); payments and refunds (FOR KEY SHARE) do not wait.
+    merchant = Merchant.objects.select_for_update(no_key=True).get(pk=merchant_id)
     available = merchant_account(
         merchant_id=merchant_id, kind=AccountKind.MERCHANT_AVAILABLE, currency=currency
+    )
+    available.refresh_from_db(fields=["balance"])  # read under the merchant lock: payouts are serialized
+    _check_payout(merchant, amount=amount, available=available.balance)
+    payout = MerchantPayout.objects.create(
+        merchant_id=merchant_id, amount=amount, currency=currency, requested_by_id=user_id
     )
     try:
         entry = ledger_post(

@@ -297,6 +297,9 @@ class Dispute(models.Model):
 
     class Status(models.TextChoices):
         OPEN = "open"
+        # Decided for the customer, the refund under way (committed before it, so a concurrent
+        # "for the merchant" is refused; a crash here is finished by resolving it again).
+        RESOLVING_CUSTOMER = "resolving_customer"
         WON_BY_CUSTOMER = "won_by_customer"  # refunded
         WON_BY_MERCHANT = "won_by_merchant"  # nothing moved
 
@@ -322,8 +325,12 @@ class Dispute(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="dispute_amount_positive"),
-            # At most one open dispute per order.
-            models.UniqueConstraint(fields=["order"], condition=Q(status="open"), name="dispute_one_open"),
+            # At most one open (or being resolved) dispute per order.
+            models.UniqueConstraint(
+                fields=["order"],
+                condition=Q(status__in=["open", "resolving_customer"]),
+                name="dispute_one_open",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -259,7 +259,7 @@ def _charge(order: MerchantOrder, *, payer: WalletSettings) -> None:
     order.payer_id = payer.user_id
     order.paid_at = now
     order.fee = fee
-    order.settlement_date = business_day(now)
+    order.settlement_date = _open_business_day(order, now)
     order.save(update_fields=["status", "payer", "paid_at", "fee", "settlement_date"])
     _notify(order, NOTIFY_ORDER_PAID, events.merchant_order_payload(order), f"payments.order:{order.id}:paid")
     ledger_post(
@@ -280,6 +280,24 @@ def _charge(order: MerchantOrder, *, payer: WalletSettings) -> None:
             ),
         ]
     )
+
+
+def _open_business_day(order: MerchantOrder, now: datetime) -> date:
+    """The business day a payment made ``now`` is booked to: ``now``'s, or, if a settlement batch
+    already exists for that day, the first later day without one. The web host's clock decides
+    ``now``, the worker's decides when a day has ended: with clocks a little apart around
+    midnight, a day can be settled before a payment of that day commits, and its net would then
+    never reach the available balance. Caller holds the merchant row ``FOR KEY SHARE`` (taken
+    by :func:`merchant_lock_shared`), so no batch can appear before this payment commits."""
+    day = business_day(now)
+    settled = set(
+        SettlementBatch.objects.filter(
+            merchant_id=order.merchant_id, currency=order.currency, date__gte=day
+        ).values_list("date", flat=True)
+    )
+    while day in settled:
+        day += timedelta(days=1)
+    return day
 
 
 def _notify(order: MerchantOrder, event_type: str, payload: dict, dedup_key: str) -> None:
@@ -343,6 +361,9 @@ def merchant_static_pay(
 
 @money_atomic
 def _static_pay(*, merchant: Merchant, payer_id: int, amount: int, currency: str, note: str) -> MerchantOrder:
+    # The payer's settings row before the order's INSERT (its foreign key takes the merchant row
+    # FOR KEY SHARE): business rows first, then the merchant, as documented.
+    payer = _lock_settings(payer_id)
     now = timezone.now()
     order = MerchantOrder.objects.create(
         merchant=merchant,
@@ -356,7 +377,7 @@ def _static_pay(*, merchant: Merchant, payer_id: int, amount: int, currency: str
         fee_rate_bps=merchant.fee_rate_bps,
         expire_at=now + settings.PAYMENTS_ORDER_TTL,
     )
-    _charge(order, payer=_lock_settings(payer_id))
+    _charge(order, payer=payer)
     return order
 
 
@@ -402,7 +423,7 @@ def order_micropay(
     check_active(merchant)
     notify_url = check_notify_url(notify_url)
     try:
-        order = _micropay(
+        order, created = _micropay(
             merchant=merchant,
             out_trade_no=out_trade_no,
             amount=amount,
@@ -418,7 +439,7 @@ def order_micropay(
         if existing is None:
             raise
         return _existing_or_conflict(existing, request_hash), False
-    return order, True
+    return order, created
 
 
 @money_atomic
@@ -433,9 +454,17 @@ def _micropay(
     attach: str,
     notify_url: str,
     request_hash: str,
-) -> MerchantOrder:
-    code = payment_code_lock(code=auth_code)
+) -> tuple[MerchantOrder, bool]:
+    code = payment_code_lock(code=auth_code, merchant_id=merchant.id, out_trade_no=out_trade_no)
+    if code.used_at is not None:  # the same request, sent again while the first was running
+        replayed = MerchantOrder.objects.get(pk=code.order_id)
+        return _existing_or_conflict(replayed, request_hash), False
     now = timezone.now()
+    # The payer's settings row before the order's INSERT, whose foreign key takes the merchant
+    # row FOR KEY SHARE: business rows first, then the merchant (the documented order).
+    payer = _lock_settings(code.user_id)
+    if payer.pin_locked_until and payer.pin_locked_until > now:
+        raise PinLocked(_("The customer's payments are locked after too many wrong PINs."))
     no_pin = amount <= settings.PAYMENTS_MICROPAY_NO_PIN_LIMIT
     order = MerchantOrder.objects.create(
         merchant=merchant,
@@ -456,9 +485,6 @@ def _micropay(
     code.used_at = now
     code.order = order
     code.save(update_fields=["used_at", "order"])
-    payer = _lock_settings(code.user_id)
-    if payer.pin_locked_until and payer.pin_locked_until > now:
-        raise PinLocked(_("The customer's payments are locked after too many wrong PINs."))
     if no_pin:
         _charge(order, payer=payer)
     else:
@@ -469,7 +495,7 @@ def _micropay(
             type=events.ORDER_CONFIRM_REQUIRED,
             data=events.checkout_order_payload(order),
         )
-    return order
+    return order, True
 
 
 # --- close --------------------------------------------------------------------------------------
@@ -635,24 +661,14 @@ def _refund(
         legs.append(Leg(account, -(amount - fee_refund)))
     if fee_refund:
         legs.append(Leg(account_for(kind=AccountKind.FEES, currency=order.currency), -fee_refund))
-    try:
-        ledger_post(
-            kind=JournalEntry.Kind.MERCHANT_REFUND, reference=f"refund:{refund.id}", legs=legs, memo=reason
-        )
-    except InsufficientFunds:
-        raise MerchantBalanceInsufficient(
-            _("The merchant's balance is not enough for this refund.")
-        ) from None
+    # As in _charge: the writes that lock nothing shared (the order, the notification, the audit
+    # entry) before the ledger's hot rows, the event heads last. A refund the ledger refuses
+    # (merchant_balance_insufficient) rolls all of them back.
     order.refunded_amount += amount
     order.fee_refunded += fee_refund
     if order.refunded_amount == order.amount:
         order.status = Status.REFUNDED
     order.save(update_fields=["refunded_amount", "fee_refunded", "status"])
-    core_events.publish(
-        user_ids=[order.payer_id],
-        type=events.ORDER_REFUNDED,
-        data=events.order_refunded_payload(order, refund),
-    )
     _notify(
         order,
         NOTIFY_REFUND_SUCCEEDED,
@@ -672,4 +688,17 @@ def _refund(
             },
             ip=ip,
         )
+    try:
+        ledger_post(
+            kind=JournalEntry.Kind.MERCHANT_REFUND, reference=f"refund:{refund.id}", legs=legs, memo=reason
+        )
+    except InsufficientFunds:
+        raise MerchantBalanceInsufficient(
+            _("The merchant's balance is not enough for this refund.")
+        ) from None
+    core_events.publish(
+        user_ids=[order.payer_id],
+        type=events.ORDER_REFUNDED,
+        data=events.order_refunded_payload(order, refund),
+    )
     return refund, True

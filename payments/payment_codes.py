@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from superapp.core.errors import ApplicationError, Forbidden
 
 from .merchants import qr_png
-from .models import PaymentCode, WalletSettings
+from .models import MerchantOrder, PaymentCode, WalletSettings
 
 CODE_RE = re.compile(r"1[0-5][0-9]{16}")
 
@@ -78,9 +78,15 @@ def payment_code_qr_base64(code: str) -> str:
     return base64.b64encode(qr_png(code)).decode()
 
 
-def payment_code_lock(*, code: str) -> PaymentCode:
+def payment_code_lock(
+    *, code: str, merchant_id: int | None = None, out_trade_no: str | None = None
+) -> PaymentCode:
     """The live code, locked (``SELECT ... FOR UPDATE``) for the caller's transaction, which
     marks it used. Caller runs in a money transaction.
+
+    A code already used by the order ``(merchant_id, out_trade_no)`` is returned too (its
+    ``used_at`` set): the same micropay request sent twice at once, the second having waited
+    on this lock, is a replay of the first, not a reuse of the code.
 
     Raises:
         PaymentCodeInvalid: not a code (``payment_code_invalid``), ``payment_code_expired``,
@@ -94,6 +100,14 @@ def payment_code_lock(*, code: str) -> PaymentCode:
     if row is None:
         raise PaymentCodeInvalid(_("Unknown payment code."))
     if row.used_at is not None:
+        if (
+            merchant_id is not None
+            and row.order_id is not None
+            and MerchantOrder.objects.filter(
+                pk=row.order_id, merchant_id=merchant_id, out_trade_no=out_trade_no
+            ).exists()
+        ):
+            return row
         raise PaymentCodeInvalid(
             _("This payment code was already used."), code="payment_code_used", status_code=409
         )

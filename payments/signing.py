@@ -30,6 +30,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -116,17 +117,23 @@ def response_signature_valid(*, secret: str, headers: Mapping[str, str], body: b
     ts = lowered.get(RESPONSE_TIMESTAMP.lower(), "")
     nonce = lowered.get(RESPONSE_NONCE.lower(), "")
     expected = hmac_hex(secret, response_message(timestamp=ts, nonce=nonce, body=body))
-    return bool(ts and nonce) and hmac.compare_digest(expected, lowered.get(RESPONSE_SIGNATURE.lower(), ""))
+    received = lowered.get(RESPONSE_SIGNATURE.lower(), "")
+    # Bytes: compare_digest raises TypeError on a non-ASCII str.
+    return bool(ts and nonce) and hmac.compare_digest(expected.encode(), received.encode("utf-8", "replace"))
 
 
-def nonce_claim(*, key_id: str, nonce: str) -> bool:
-    """Remember a nonce for twice the replay window; ``False`` if it was already used.
+def nonce_claim(*, key_id: str, nonce: str, timestamp: int) -> bool:
+    """Remember a nonce while its request's ``timestamp`` can pass the window check, plus 1 s;
+    ``False`` if it was already used.
 
-    ``cache.add`` is Redis ``SET NX EX`` in production: atomic across processes. A nonce only
-    needs remembering while its timestamp is inside the window; after that the timestamp check
-    refuses the replay anyway.
+    ``cache.add`` is Redis ``SET NX EX`` in production: atomic across processes. A timestamp
+    passes while ``|now - timestamp| <= PAYMENTS_SIGNATURE_WINDOW``, i.e. until
+    ``timestamp + window`` (a fraction of a second included); after that the timestamp check
+    refuses the replay anyway. The extra second covers the sub-second edge and the rounding
+    of the expiry to whole seconds.
     """
-    return cache.add(f"payments:nonce:{key_id}:{nonce}", 1, timeout=2 * settings.PAYMENTS_SIGNATURE_WINDOW)
+    valid_for = timestamp + settings.PAYMENTS_SIGNATURE_WINDOW - time.time()
+    return cache.add(f"payments:nonce:{key_id}:{nonce}", 1, timeout=max(1, math.ceil(valid_for) + 1))
 
 
 # --- secrets at rest --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from .. import merchant_selectors, signing
 from ..models import Merchant, MerchantKey
 
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+_SIGNATURE_RE = re.compile(r"[0-9a-f]{64}")  # lowercase hex of HMAC-SHA256
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,13 @@ class MerchantSignatureAuthentication(BaseAuthentication):
             nonce=nonce,
             body=request.body,
         )
-        if not hmac.compare_digest(signing.hmac_hex(secret, message), params["signature"]):
+        signature = params["signature"]
+        # Checked for shape first: compare_digest raises TypeError on a non-ASCII str (a 500).
+        if not _SIGNATURE_RE.fullmatch(signature) or not hmac.compare_digest(
+            signing.hmac_hex(secret, message).encode(), signature.encode()
+        ):
             raise _fail("invalid_signature", _("The request signature is not valid."))
-        if not signing.nonce_claim(key_id=key.key_id, nonce=nonce):
+        if not signing.nonce_claim(key_id=key.key_id, nonce=nonce, timestamp=int(timestamp)):
             raise _fail("nonce_reused", _("This nonce was already used; send a new one with each request."))
         return key.merchant.owner, MerchantAuth(merchant=key.merchant, key=key, secret=secret)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from superapp.core.serializers import BuilderSerializer
@@ -23,15 +24,38 @@ class MerchantCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64)
     notify_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     kind = serializers.ChoiceField(
-        choices=Merchant.Kind.choices, required=False, default=Merchant.Kind.BUSINESS
+        choices=Merchant.Kind.choices,
+        required=False,
+        default=Merchant.Kind.BUSINESS,
+        help_text=(
+            "Only `business` here: an official account's or a mini-program's merchant is opened by "
+            "that app's own service, which checks who administers it."
+        ),
     )
     external_ref = serializers.CharField(
         max_length=64,
         required=False,
         allow_blank=True,
         default="",
-        help_text="The official account or mini-program that takes payments through this merchant.",
+        help_text="Empty here (it names the official account or mini-program of such a merchant).",
     )
+
+    def validate_kind(self, value: str) -> str:
+        if value != Merchant.Kind.BUSINESS:
+            raise serializers.ValidationError(
+                _(
+                    "Only a business merchant can be opened here: an official account's or a "
+                    "mini-program's merchant is opened from that official account or mini-program."
+                )
+            )
+        return value
+
+    def validate_external_ref(self, value: str) -> str:
+        if value:
+            raise serializers.ValidationError(
+                _("Only an official account's or a mini-program's merchant names one.")
+            )
+        return value
 
 
 class MerchantUpdateSerializer(serializers.Serializer):

@@ -39,6 +39,15 @@ class HostRefused(Exception):
         super().__init__(f"{code}: {detail}")
 
 
+def _split(url: str) -> SplitResult:
+    """``urlsplit``, whose ``ValueError`` (``http://[::1``, ``http://a]b.com/``: "Invalid IPv6
+    URL") becomes :class:`InvalidUrl`, a clear 400 for callers, never a 500."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise InvalidUrl(_("The URL's host is not valid (check its brackets).")) from None
+
+
 def parse_http_url(url: Any) -> SplitResult:
     """An absolute http(s) URL with a host and a valid port, in printable ASCII (punycode hosts).
 
@@ -49,7 +58,7 @@ def parse_http_url(url: Any) -> SplitResult:
         raise InvalidUrl(_("Enter an http or https URL of at most 2048 characters."))
     if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
         raise InvalidUrl(_("The URL may contain only printable ASCII characters (punycode hosts)."))
-    parts = urlsplit(url)
+    parts = _split(url)
     if parts.scheme.lower() not in ("http", "https"):
         raise InvalidUrl(_("Only http and https URLs can be called."))
     try:
@@ -120,10 +129,11 @@ def pinned_targets(url: str, *, allow_private: bool) -> tuple[list[str], dict[st
     its own client (a connection to an IP must not be reused for another host name).
 
     Raises:
+        InvalidUrl: ``url`` cannot be parsed (it should have been checked by :func:`parse_http_url`).
         HostRefused: the host does not resolve, or (unless ``allow_private``) resolves to a
             non-public address.
     """
-    parts = urlsplit(url)
+    parts = _split(url)
     host = parts.hostname or ""
     addresses = resolve_host(host, port_of(parts))
     if not allow_private:
@@ -142,7 +152,10 @@ def pinned_targets(url: str, *, allow_private: bool) -> tuple[list[str], dict[st
 
 def redacted_url(url: str) -> str:
     """Scheme, host, port and path of ``url``: no credentials, no query string (it may hold a
-    token). For logs and lists."""
-    parts = urlsplit(url)
+    token). For logs and lists; one that cannot be parsed is shown as ``(invalid URL)``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(invalid URL)"
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{host}{parts.path}"

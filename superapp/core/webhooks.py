@@ -396,6 +396,8 @@ def _post(delivery: WebhookDelivery) -> _Outcome:
             error = f"HTTP {status_code}"
     except outbound.HostRefused as exc:
         error = str(exc)
+    except outbound.InvalidUrl as exc:
+        error = f"invalid_url: {exc}"
     except httpx.TimeoutException as exc:
         error = f"timeout ({type(exc).__name__})"
     except httpx.ConnectError as exc:

@@ -428,6 +428,9 @@ def test_long_waits_are_left_to_the_sweeper(settings, lost_tasks):
         "http://exämple.com/hook",
         "",
         "https://example.com/" + "a" * 2048,
+        "http://[::1",  # urlsplit: ValueError("Invalid IPv6 URL")
+        "http://a]b.com/",
+        "http://[zz]/hook",
     ],
 )
 @pytest.mark.django_db
@@ -489,6 +492,19 @@ def test_requests_are_aimed_at_the_checked_address_with_the_name_kept():
         outbound.pinned_targets("http://localhost/n", allow_private=False)
     assert refused.value.code == "private_address"
     assert outbound.redacted_url("https://user:pw@h.example:8443/n?token=abc") == "https://h.example:8443/n"
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://a]b.com/", "https://[::1/hook"])
+@pytest.mark.parametrize("resolve", [True, False])
+def test_unbalanced_brackets_are_an_invalid_url_not_a_crash(url, resolve):
+    with pytest.raises(outbound.InvalidUrl):
+        outbound.parse_http_url(url)
+    with pytest.raises(ValidationFailed) as error:
+        webhooks.webhook_url_check(url=url, resolve=resolve)
+    assert error.value.code == "webhook_url_invalid" and "url" in error.value.fields
+    with pytest.raises(outbound.InvalidUrl):
+        outbound.pinned_targets(url, allow_private=True)
+    assert outbound.redacted_url(url) == "(invalid URL)"
 
 
 @pytest.mark.django_db

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from payments import disputes, settlement
@@ -13,6 +15,14 @@ from .merchant_client import funded_payer, open_merchant, pay
 from .test_orders_api import fees, wallet
 
 pytestmark = pytest.mark.django_db
+
+
+def refund_form(admin_client, order) -> dict:
+    """The refund form as the admin renders it: its hidden ``out_refund_no``, drawn on GET."""
+    page = admin_client.get(f"/admin/payments/merchantorder/{order.pk}/refund/")
+    assert page.status_code == 200
+    [out_refund_no] = re.findall(rb'name="out_refund_no" value="(staff-[0-9a-f]{20})"', page.content)
+    return {"out_refund_no": out_refund_no.decode()}
 
 
 @pytest.fixture
@@ -33,7 +43,8 @@ def test_staff_refund_part_of_an_order_in_the_admin(admin_client, admin_user, or
     form = admin_client.get(f"/admin/payments/merchantorder/{order.pk}/refund/")
     assert form.status_code == 200 and b"left 2500" in form.content
     done = admin_client.post(
-        f"/admin/payments/merchantorder/{order.pk}/refund/", {"amount": 1_000, "reason": "cold"}
+        f"/admin/payments/merchantorder/{order.pk}/refund/",
+        {"amount": 1_000, "reason": "cold", **refund_form(admin_client, order)},
     )
     assert done.status_code == 302
     refund = MerchantRefund.objects.get()
@@ -49,12 +60,36 @@ def test_staff_refund_part_of_an_order_in_the_admin(admin_client, admin_user, or
     }
     assert entry.ip == "127.0.0.1"
 
-    too_much = admin_client.post(f"/admin/payments/merchantorder/{order.pk}/refund/", {"amount": 9_999})
+    too_much = admin_client.post(
+        f"/admin/payments/merchantorder/{order.pk}/refund/",
+        {"amount": 9_999, **refund_form(admin_client, order)},
+    )
     assert too_much.status_code == 200 and b"more than what is left" in too_much.content
-    rest = admin_client.post(f"/admin/payments/merchantorder/{order.pk}/refund/", {"amount": ""})
+    rest = admin_client.post(
+        f"/admin/payments/merchantorder/{order.pk}/refund/",
+        {"amount": "", **refund_form(admin_client, order)},
+    )
     assert rest.status_code == 302
     assert MerchantOrder.objects.get().status == "refunded" and wallet(alice) == 10_000
     assert len(audit_entries_for(target=order)) == 2
+
+
+@pytest.mark.parametrize("amount", [1_000, ""])
+def test_the_same_refund_form_submitted_twice_refunds_once(admin_client, order, alice, amount):
+    form = {"amount": amount, "reason": "double click", **refund_form(admin_client, order)}
+    first = admin_client.post(f"/admin/payments/merchantorder/{order.pk}/refund/", form)
+    second = admin_client.post(f"/admin/payments/merchantorder/{order.pk}/refund/", form)
+    assert first.status_code == second.status_code == 302
+    [refund] = MerchantRefund.objects.all()
+    assert refund.out_refund_no == form["out_refund_no"] and refund.amount == (amount or 2_500)
+    assert wallet(alice) == 7_500 + refund.amount
+    assert len(audit_entries_for(target=order)) == 1
+    # The same form with another amount is refused, not a second refund.
+    other = admin_client.post(f"/admin/payments/merchantorder/{order.pk}/refund/", {**form, "amount": 100})
+    assert other.status_code == 200 and b"already used with other parameters" in other.content
+    # Without the form's number (a forged or stale post): refused, nothing moves.
+    bare = admin_client.post(f"/admin/payments/merchantorder/{order.pk}/refund/", {"amount": 100})
+    assert bare.status_code == 200 and MerchantRefund.objects.count() == 1
 
 
 def test_a_dispute_won_by_the_customer_refunds_it(admin_client, admin_user, order, alice):

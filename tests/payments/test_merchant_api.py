@@ -7,8 +7,10 @@ import io
 import pytest
 from PIL import Image
 
+from payments import merchants
 from payments.merchants import IssuedKey
 from payments.models import AccountKind, LedgerAccount, Merchant, MerchantKey
+from superapp.core.errors import ApplicationError
 
 from .merchant_client import MerchantClient, funded_payer, open_merchant, pay
 
@@ -52,8 +54,13 @@ def test_create_shows_the_secret_once_and_opens_two_ledger_accounts(client_for, 
         ({"name": ""}, "name"),
         ({"name": "x" * 65}, "name"),
         ({"name": "Shop", "notify_url": "not a url"}, "notify_url"),
-        ({"name": "Shop", "kind": "mini_program"}, "external_ref"),
+        ({"name": "Shop", "kind": "mini_program"}, "kind"),
         ({"name": "Shop", "kind": "bank"}, "kind"),
+        ({"name": "Shop", "kind": "mini_program", "external_ref": "wx123"}, "kind"),
+        ({"name": "Shop", "kind": "official_account", "external_ref": "gh_123"}, "kind"),
+        ({"name": "Shop", "external_ref": "wx123"}, "external_ref"),
+        ({"name": "Shop", "notify_url": "http://[::1"}, "notify_url"),
+        ({"name": "Shop", "notify_url": "http://a]b.com/"}, "notify_url"),
     ],
 )
 def test_bad_merchants_are_refused(client_for, bob, body, field):
@@ -62,11 +69,25 @@ def test_bad_merchants_are_refused(client_for, bob, body, field):
     assert not Merchant.objects.exists() and not LedgerAccount.objects.exists()
 
 
-def test_a_mini_program_gets_one_merchant(client_for, bob, carol):
-    body = {"name": "Mini", "kind": "mini_program", "external_ref": "wx123"}
-    assert client_for(bob).post(URL, body, format="json").status_code == 201
-    again = client_for(carol).post(URL, body, format="json")
-    assert again.status_code == 409 and code(again) == "merchant_exists"
+def test_nobody_claims_a_mini_programs_merchant_through_the_api(client_for, bob):
+    body = {"name": "Mini", "kind": "mini_program", "external_ref": "someone-elses-wx123"}
+    response = client_for(bob).post(URL, body, format="json")
+    assert response.status_code == 400 and code(response) == "invalid"
+    assert (
+        "opened from that official account or mini-program" in response.json()["error"]["fields"]["kind"][0]
+    )
+    assert not Merchant.objects.exists()
+
+
+def test_a_mini_program_gets_one_merchant_through_the_service(bob, carol):
+    # What the mini-programs app's own service will call, once it has checked the administrator.
+    issued = merchants.merchant_create(
+        owner_id=bob.pk, name="Mini", kind="mini_program", external_ref="wx123"
+    )
+    assert (issued.merchant.kind, issued.merchant.external_ref) == ("mini_program", "wx123")
+    with pytest.raises(ApplicationError) as error:
+        merchants.merchant_create(owner_id=carol.pk, name="Mini", kind="mini_program", external_ref="wx123")
+    assert error.value.code == "merchant_exists" and Merchant.objects.count() == 1
 
 
 def test_update_and_rotate(client_for, bob):
@@ -79,6 +100,10 @@ def test_update_and_rotate(client_for, bob):
     assert patched.json()["notify_url"] == "https://example.com/n"
     bad = owner.patch(f"{URL}/{created['id']}", {"notify_url": "javascript:alert(1)"}, format="json")
     assert bad.status_code == 400 and "notify_url" in bad.json()["error"]["fields"]
+    for broken in ("http://[::1", "http://a]b.com/"):
+        bad = owner.patch(f"{URL}/{created['id']}", {"notify_url": broken}, format="json")
+        assert bad.status_code == 400 and code(bad) == "webhook_url_invalid"
+    assert Merchant.objects.get().notify_url == "https://example.com/n"
 
     rotated = owner.post(f"{URL}/{created['id']}/keys", {"grace_hours": 2}, format="json")
     assert rotated.status_code == 201 and rotated.json()["secret"] != created["api_key"]["secret"]

@@ -176,3 +176,28 @@ def test_settlement_batches_are_unique_per_day(shop, app):
             merchant=batch.merchant, currency="CNY", date=YESTERDAY, order_count=0, refund_count=0,
             gross=0, fees=0, refunds=0, fee_refunds=0, net=0,
         )  # fmt: skip
+
+
+def test_a_payment_after_its_day_was_settled_is_booked_to_the_next_day(shop, app, monkeypatch):
+    """Clocks apart at midnight: the worker (ahead) settled today while a payment of today (web
+    host's clock) was still to come. The payment goes to the next day, which settles it."""
+    today = business_day(timezone.now())
+    early = paid_on(shop, app, today, 1_000, "a")
+    worker_clock = lambda moment: business_day(moment) + timedelta(days=1)  # noqa: E731
+    monkeypatch.setattr(settlement, "business_day", worker_clock)
+    batch, created = settlement.settlement_settle(merchant_id=shop.merchant.id, currency="CNY", day=today)
+    assert created and batch.net == 994
+
+    late_id = shop.create_order("order-late", amount=2_000).json()["id"]
+    assert pay(app, MerchantOrder.objects.get(pk=late_id).code, key="pay-late").status_code == 200
+    late = MerchantOrder.objects.get(pk=late_id)
+    assert business_day(late.paid_at) == today and late.settlement_date == today + timedelta(days=1)
+    assert early.settlement_date == today and merchant_balance(shop) == 1_988
+
+    monkeypatch.setattr(settlement, "business_day", lambda m: business_day(m) + timedelta(days=2))
+    batch, created = settlement.settlement_settle(
+        merchant_id=shop.merchant.id, currency="CNY", day=today + timedelta(days=1)
+    )
+    assert created and (batch.order_count, batch.net) == (1, 1_988)
+    assert merchant_balance(shop) == 0
+    assert merchant_balance(shop, AccountKind.MERCHANT_AVAILABLE) == 994 + 1_988

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import timedelta
 
@@ -69,6 +70,48 @@ def test_bad_signatures_are_refused_and_nothing_is_stored(shop, tamper, code):
     assert response.headers["WWW-Authenticate"].startswith("SUPERAPP-HMAC-SHA256")
     assert signing.RESPONSE_SIGNATURE not in response.headers
     assert not MerchantOrder.objects.exists()
+
+
+@pytest.mark.parametrize("signature", ["é" * 64, "€", "A" * 64, "0" * 63, "0" * 65, "g" * 64, ""])
+def test_a_signature_that_is_not_64_lowercase_hex_digits_is_a_401(shop, signature):
+    header = signing.authorization_header(
+        key_id=shop.key_id,
+        secret=shop.secret,
+        method="POST",
+        path="/api/v1/pay/orders",
+        body=b"{}",
+        nonce="nonce-0000000009",
+    )
+    header = header.rpartition('signature="')[0] + f'signature="{signature}"'
+    response = shop.post("/api/v1/pay/orders", ORDER, authorization=header)
+    assert response.status_code == 401 and _code(response) == "invalid_signature"
+    assert not MerchantOrder.objects.exists()
+    # The nonce was not burnt by it.
+    assert shop.post("/api/v1/pay/orders", ORDER, nonce="nonce-0000000009").status_code == 201
+
+
+def test_a_non_ascii_response_signature_does_not_verify():
+    headers = {
+        signing.RESPONSE_TIMESTAMP: "1",
+        signing.RESPONSE_NONCE: "n",
+        signing.RESPONSE_SIGNATURE: "é" * 64,
+    }
+    assert signing.response_signature_valid(secret="sk_x", headers=headers, body=b"") is False
+
+
+def test_a_nonce_is_remembered_one_second_longer_than_its_timestamp_stays_valid(settings):
+    from django.core.cache import cache
+
+    settings.PAYMENTS_SIGNATURE_WINDOW = 300
+    now = int(time.time())
+    for timestamp, seconds in [(now + 300, 601), (now, 301), (now - 300, 1), (now - 299, 2)]:
+        nonce = f"nonce-ttl-{secrets.token_hex(8)}"
+        assert signing.nonce_claim(key_id="mk_ttl", nonce=nonce, timestamp=timestamp)
+        assert not signing.nonce_claim(key_id="mk_ttl", nonce=nonce, timestamp=timestamp)
+        redis = cache._cache.get_client(write=False)  # Django's RedisCache (the test settings)
+        ttl = redis.ttl(cache.make_key(f"payments:nonce:mk_ttl:{nonce}"))
+        # The cache keeps it until timestamp + window + 1 s (within the second this test took).
+        assert seconds - 1 <= ttl <= seconds, (timestamp - now, ttl)
 
 
 def test_a_reused_nonce_is_refused(shop):

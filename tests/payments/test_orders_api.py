@@ -123,6 +123,16 @@ def test_bad_orders_are_refused(shop, body, field):
     assert not MerchantOrder.objects.exists()
 
 
+@pytest.mark.parametrize("notify_url", ["http://[::1", "http://a]b.com/", "https://[zz]/n"])
+def test_a_notify_url_with_broken_brackets_is_a_400_not_a_500(shop, payer, notify_url):
+    created = shop.create_order(notify_url=notify_url)
+    scanned = shop.micropay("101234567890123456", notify_url=notify_url)
+    for response in (created, scanned):
+        assert response.status_code == 400, response.content
+        assert code(response) == "webhook_url_invalid" and "notify_url" in response.json()["error"]["fields"]
+    assert not MerchantOrder.objects.exists()
+
+
 def test_paying_twice_is_refused_and_moves_money_once(shop, payer, client_for):
     pay_code = MerchantOrder.objects.get(pk=shop.create_order().json()["id"]).code
     app = client_for(payer)
