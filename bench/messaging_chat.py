@@ -465,7 +465,7 @@ def report(r: dict[str, Any], seconds: float) -> str:
         return _pct(x["group"][which], p)
 
     head = " | ".join(labels[k] for k in keys)
-    default = v[keys[0]]
+    default = v.get("pubsub") or v[keys[0]]  # the production default (settings.CHANNEL_LAYER_BACKEND)
     best16 = max(x["tp16"][0] for x in v.values())
     lines = [
         f"### messaging: chat over /ws/ (nginx -> uvicorn x{ASGI_WORKERS}, psycopg 3 pool, Redis)",
