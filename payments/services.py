@@ -686,22 +686,27 @@ def withdrawal_resolve(*, withdrawal_id: int, paid: bool, reason: str = "") -> b
 
 
 def _withdrawal_finish(withdrawal: Withdrawal, *, paid: bool, reason: str) -> bool:
-    """Caller holds the withdrawal's row lock in a money transaction. Final states stay final
-    (a late or replayed event changes nothing)."""
-    if withdrawal.status in (Withdrawal.Status.PAID, Withdrawal.Status.FAILED):
+    """Caller holds the withdrawal's row lock in a money transaction. ``failed`` is final, and so
+    is ``paid`` but for one case: a bank may return a payout days after it was paid (Stripe then
+    sends ``payout.failed`` for a paid payout), and the money comes back to the wallet from the
+    provider's clearing account. A replayed or late ``payout.paid`` changes nothing."""
+    if withdrawal.status == Withdrawal.Status.FAILED or (
+        withdrawal.status == Withdrawal.Status.PAID and paid
+    ):
         return False
-    hold = account_for(
-        kind=AccountKind.WITHDRAWAL_HOLD, owner_id=withdrawal.user_id, currency=withdrawal.currency
-    )
-    target = (
-        account_for(kind=AccountKind.PROVIDER_CLEARING, currency=withdrawal.currency)
-        if paid
-        else wallet_for(user_id=withdrawal.user_id, currency=withdrawal.currency)
-    )
+    wallet = wallet_for(user_id=withdrawal.user_id, currency=withdrawal.currency)
+    clearing = account_for(kind=AccountKind.PROVIDER_CLEARING, currency=withdrawal.currency)
+    if withdrawal.status == Withdrawal.Status.PAID:  # returned by the bank after it was paid
+        source, target = clearing, wallet
+    else:
+        source = account_for(
+            kind=AccountKind.WITHDRAWAL_HOLD, owner_id=withdrawal.user_id, currency=withdrawal.currency
+        )
+        target = clearing if paid else wallet
     ledger_post(
         kind=JournalEntry.Kind.WITHDRAWAL_PAID if paid else JournalEntry.Kind.WITHDRAWAL_RETURN,
         reference=f"withdrawal:{withdrawal.id}:{'paid' if paid else 'return'}",
-        legs=[Leg(hold, -withdrawal.amount), Leg(target, withdrawal.amount)],
+        legs=[Leg(source, -withdrawal.amount), Leg(target, withdrawal.amount)],
     )
     withdrawal.status = Withdrawal.Status.PAID if paid else Withdrawal.Status.FAILED
     withdrawal.failure_reason = "" if paid else reason[:200]

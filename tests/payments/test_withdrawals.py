@@ -104,10 +104,43 @@ def test_stripe_payout_paid_by_webhook(client_for, api, payer, stripe_on, django
     body, sig = stripe_on.event("payout.paid", {**payout, "status": "paid"})
     assert _deliver(api, body, sig).json()["outcome"] == "paid"
     assert _deliver(api, body, sig).json()["outcome"] == "duplicate"
-    late_failure = stripe_on.event("payout.failed", {**payout, "status": "failed"})
-    assert _deliver(api, *late_failure).json()["outcome"] == "ignored"
+    late_paid = stripe_on.event("payout.paid", {**payout, "status": "paid"})  # another event id
+    assert _deliver(api, *late_paid).json()["outcome"] == "ignored"
     assert _balance(payer) == 8_000 and _balance(payer, AccountKind.WITHDRAWAL_HOLD) == 0
     assert ledger_reconcile().ok
+
+
+@pytest.mark.django_db
+def test_payout_returned_by_the_bank_after_it_was_paid(
+    client_for, api, payer, stripe_on, django_capture_on_commit_callbacks
+):
+    """Stripe: a payout marked paid can fail days later (the bank returns it): the money comes
+    back to the wallet, once, and the user's devices are told."""
+    with django_capture_on_commit_callbacks(execute=True):
+        withdrawal_id = _withdraw(client_for(payer)).json()["id"]
+    payout = stripe_on.payouts[Withdrawal.objects.get(pk=withdrawal_id).provider_ref]
+    assert (
+        _deliver(api, *stripe_on.event("payout.paid", {**payout, "status": "paid"})).json()["outcome"]
+        == "paid"
+    )
+    assert _balance(payer) == 8_000
+    returned = {
+        **payout,
+        "status": "failed",
+        "failure_code": "account_closed",
+        "failure_message": "Account closed",
+    }
+    body, sig = stripe_on.event("payout.failed", returned)
+    assert _deliver(api, body, sig).json()["outcome"] == "returned"
+    assert _deliver(api, body, sig).json()["outcome"] == "duplicate"
+    again = stripe_on.event("payout.failed", returned)  # a second event id: still once
+    assert _deliver(api, *again).json()["outcome"] == "ignored"
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    assert withdrawal.status == "failed" and withdrawal.failure_reason == "Account closed"
+    assert _balance(payer) == 10_000 and _balance(payer, AccountKind.WITHDRAWAL_HOLD) == 0
+    assert ledger_reconcile().ok
+    last = Event.objects.filter(user=payer, type="payments.withdrawal.updated").order_by("-seq").first()
+    assert last.data["status"] == "failed"
 
 
 @pytest.mark.django_db
