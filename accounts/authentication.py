@@ -39,7 +39,7 @@ _SESSION_PK = LoginSession._meta.pk
 _USER_FIELDS = User._meta.concrete_fields
 _USER_ATTNAMES = [field.attname for field in _USER_FIELDS]
 
-# Per process. A token is ~300 bytes; 8,192 of them are ~3 MB, enough for the active clients of
+# Per process. An entry (the token and its decoded payload) is ~1.3 KB; 8,192 of them ~10 MB, enough for the active clients of
 # one worker within a token's lifetime. Past that, the least recently used are verified again.
 VERIFIED_TOKENS_MAX = 8192
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 from typing import Any
+from urllib.parse import urljoin
 
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
+from django.utils.encoding import filepath_to_uri
 
 from accounts import selectors as account_selectors
 
@@ -53,7 +55,9 @@ def file_url(name: str | None) -> str | None:
 def _filesystem_url(base_url: str, name: str) -> str:
     # FileSystemStorage's URL is a function of its base URL and the name alone, and costs ~7 µs
     # (urljoin); a feed page has dozens. Other storages may sign URLs with an expiry: never kept.
-    return default_storage.url(name)
+    # Computed from the key itself (as FileSystemStorage.url does), never from whatever storage is
+    # current when the cache is filled.
+    return urljoin(base_url, filepath_to_uri(name).lstrip("/"))
 
 
 def _url(field) -> str | None:

@@ -200,12 +200,17 @@ def _fetch_page(params: dict[str, Any]) -> list[tuple]:
                 if code != _UNDEFINED_STATEMENT or connection.in_atomic_block:
                     raise
                 _PREPARED_ON.discard(raw)
-        # One round trip: PREPARE, then EXECUTE. psycopg2 answers with the last result; psycopg 3
-        # with the first (PREPARE's, which has no rows), and moves on with nextset().
-        cursor.execute(f"{prepare}; {execute}", values)
+        # PREPARE is not transactional: once it succeeds the statement stays on the server even
+        # if what follows fails or is rolled back. So it runs on its own, and the connection is
+        # remembered at once; a statement left by an earlier attempt whose EXECUTE failed (the
+        # connection was not remembered then) is found in pg_prepared_statements, not prepared
+        # twice (that would be 42P05 on every later page of this connection).
+        name = prepare.split()[1]
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = %s)", [name])
+        if not cursor.fetchone()[0]:
+            cursor.execute(prepare)
         _PREPARED_ON.add(raw)
-        if cursor.description is None:
-            cursor.nextset()
+        cursor.execute(execute, values)
         return cursor.fetchall()
 
 

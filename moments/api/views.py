@@ -81,6 +81,8 @@ class FeedView(APIView):
                 before = (when if when.tzinfo else when.replace(tzinfo=UTC), int(post_id))
             except ValueError:
                 raise NotFound(paginator.invalid_cursor_message) from None
+            if not 0 < before[1] < 2**63:  # cursors are not signed: a bigint out of range is a 404
+                raise NotFound(paginator.invalid_cursor_message)
         page = selectors.feed_page(
             viewer_id=request.user.pk, before=before, limit=paginator.get_page_size(request)
         )

@@ -1,5 +1,5 @@
-"""The feed statement is prepared once per database connection (moments/feed.py): in the same round
-trip as the first page, executed afterwards, prepared again when the server forgot it, and plain
+"""The feed statement is prepared once per database connection (moments/feed.py): before the first
+page (unless an earlier attempt left it prepared), executed afterwards, prepared again when the server forgot it, and plain
 when MOMENTS_FEED_PREPARED is off; PostgreSQL's generic plan gives the same pages. Through a real
 ASGI server too (psycopg 3 and Django's pool, where one connection serves several threads)."""
 
@@ -43,7 +43,7 @@ def _page(viewer, limit=20, before=None):
 
 
 @pytest.mark.django_db
-def test_first_page_prepares_in_the_same_round_trip_then_executes(friends):
+def test_first_page_prepares_once_then_executes(friends):
     ann = friends[0]
     _forget_prepared()
     reference = selectors.feed_page_orm(viewer_id=ann.pk, before=None, limit=20)
@@ -51,9 +51,26 @@ def test_first_page_prepares_in_the_same_round_trip_then_executes(friends):
         assert _page(ann) == reference
     with CaptureQueriesContext(connection) as second:
         assert _page(ann) == reference
-    assert len(first) == 1 and first[0]["sql"].startswith("PREPARE moments_feed_")
-    assert "; EXECUTE moments_feed_" in first[0]["sql"]
+    assert [q["sql"].split()[0] for q in first] == ["SELECT", "PREPARE", "EXECUTE"]
+    assert "pg_prepared_statements" in first[0]["sql"]
     assert len(second) == 1 and second[0]["sql"].startswith("EXECUTE moments_feed_")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_first_page_that_fails_leaves_the_feed_working_on_that_connection(friends):
+    """PREPARE is not transactional: when the first EXECUTE on a connection fails (here a post id
+    out of bigint's range), the statement stays prepared; later pages must not PREPARE it again
+    (42P05 "already exists" on every page of that connection, for every user)."""
+    ann, ben, _ = friends
+    _forget_prepared()
+    when = selectors.feed_page_orm(viewer_id=ann.pk, before=None, limit=20).posts[0]["created_at"]
+    from datetime import datetime
+
+    with pytest.raises(DatabaseError):
+        _page(ann, before=(datetime.fromisoformat(when.replace("Z", "+00:00")), 10**20))
+    feed_sql._PREPARED_ON.discard(connection.connection)  # as if the failure came before it was noted
+    for viewer in (ann, ben):
+        assert _page(viewer) == selectors.feed_page_orm(viewer_id=viewer.pk, before=None, limit=20)
 
 
 @pytest.mark.django_db
@@ -83,7 +100,7 @@ def test_a_statement_the_server_forgot_is_prepared_again(friends):
         cursor.execute("DEALLOCATE ALL")  # what DISCARD ALL or a pooler's reset would do
     with CaptureQueriesContext(connection) as queries:
         assert _page(ann) == expected
-    assert queries[-1]["sql"].startswith("PREPARE moments_feed_")
+    assert [q["sql"].split()[0] for q in queries][-2:] == ["PREPARE", "EXECUTE"]
 
 
 @pytest.mark.django_db(transaction=True)

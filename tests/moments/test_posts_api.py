@@ -308,7 +308,11 @@ def test_feed_bad_page_size_falls_back_to_default(client_for, alice, page_size):
     assert client_for(alice).get("/api/v1/moments/feed", {"page_size": page_size}).status_code == 200
 
 
-@pytest.mark.parametrize("position", [None, "garbage", "2026-01-01T00:00:00|x", "|1"])
+@pytest.mark.parametrize(
+    "position",
+    [None, "garbage", "2026-01-01T00:00:00|x", "|1",
+     "2026-01-01T00:00:00+00:00|99999999999999999999", "2026-01-01T00:00:00+00:00|0"],
+)  # fmt: skip
 def test_feed_bad_cursor(client_for, alice, position):
     import base64
     from urllib.parse import urlencode
