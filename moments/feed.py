@@ -152,8 +152,8 @@ ORDER BY listed.created DESC, listed.post_id DESC
 
 # Planning the statement costs PostgreSQL more than running it (about 5 ms against 1.6 ms for a
 # page of 20 posts: BENCHMARKS.md, "Moments"), and its text never changes. So each database
-# connection prepares it once (SQL PREPARE, on the first page read through that connection, in the
-# same round trip) and then only EXECUTEs it; after five executions PostgreSQL keeps a generic plan
+# connection prepares it once (SQL PREPARE, before the first page read through that connection)
+# and then only EXECUTEs it; after five executions PostgreSQL keeps a generic plan
 # and stops planning. Prepared statements live as long as their connection: the connections on
 # which it is prepared are remembered here (the driver's connection objects, weakly, so a closed
 # one is forgotten; with Django's pool a connection serves several threads in turn). Behind a
