@@ -20,6 +20,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts import selectors as account_selectors
 from messaging import selectors as chat_selectors
@@ -45,6 +46,12 @@ from .models import (
 from .providers import PROVIDERS, CardSetup, Provider, ProviderError, ProviderUnavailable, get_provider
 
 logger = logging.getLogger(__name__)
+
+
+class PinCheckUnavailable(ApplicationError):
+    status_code = 503
+    default_code = "pin_check_unavailable"
+    default_message = gettext_lazy("Payments are unavailable at the moment. Try again later.")
 
 
 class PinLocked(ApplicationError):
@@ -137,7 +144,8 @@ def pin_verify(*, user_id: int, pin: str) -> None:
     ``PAYMENTS_PIN_MAX_ATTEMPTS`` payments are locked for ``PAYMENTS_PIN_LOCK``.
 
     Raises:
-        Forbidden ``pin_not_set``, ``invalid_pin``; PinLocked ``pin_locked``.
+        Forbidden ``pin_not_set``, ``invalid_pin``; PinLocked ``pin_locked``;
+        PinCheckUnavailable ``pin_check_unavailable`` (503) when the hash's key is missing.
     """
     failure: ApplicationError | None = None
     with transaction.atomic():
@@ -147,28 +155,35 @@ def pin_verify(*, user_id: int, pin: str) -> None:
             failure = Forbidden(_("Set a payment PIN first."), code="pin_not_set")
         elif row.pin_locked_until and row.pin_locked_until > now:
             failure = PinLocked(_("Too many wrong PINs. Payments are locked for a while."))
-        elif isinstance(pin, str) and (match := pins.pin_matches(pin, row.pin_hash))[0]:
-            changed = []
-            if match[1]:  # hashed under an older key or hasher: re-hash under the current key
-                row.pin_hash = pins.pin_hash(pin)
-                changed.append("pin_hash")
-            if row.pin_failed_attempts:
-                row.pin_failed_attempts = 0
-                changed.append("pin_failed_attempts")
-            if changed:
-                row.save(update_fields=changed)
         else:
-            row.pin_failed_attempts += 1
-            if row.pin_failed_attempts >= settings.PAYMENTS_PIN_MAX_ATTEMPTS:
-                row.pin_failed_attempts = 0
-                row.pin_locked_until = now + settings.PAYMENTS_PIN_LOCK
-                failure = PinLocked(_("Too many wrong PINs. Payments are locked for 3 hours."))
+            try:
+                ok, rehash = pins.pin_matches(pin, row.pin_hash) if isinstance(pin, str) else (False, False)
+            except pins.PinKeyMissing as exc:
+                # The server lost the key of this hash: not the user's mistake, no attempt counted.
+                logger.error("payments.pin_key_missing", extra={"user_id": user_id, "key_id": str(exc)})
+                raise PinCheckUnavailable() from None
+            if ok:
+                changed = []
+                if rehash:  # hashed under an older key or hasher: re-hash under the current key
+                    row.pin_hash = pins.pin_hash(pin)
+                    changed.append("pin_hash")
+                if row.pin_failed_attempts:
+                    row.pin_failed_attempts = 0
+                    changed.append("pin_failed_attempts")
+                if changed:
+                    row.save(update_fields=changed)
             else:
-                left = settings.PAYMENTS_PIN_MAX_ATTEMPTS - row.pin_failed_attempts
-                failure = Forbidden(
-                    _("Wrong payment PIN (%(left)d tries left).") % {"left": left}, code="invalid_pin"
-                )
-            row.save(update_fields=["pin_failed_attempts", "pin_locked_until"])
+                row.pin_failed_attempts += 1
+                if row.pin_failed_attempts >= settings.PAYMENTS_PIN_MAX_ATTEMPTS:
+                    row.pin_failed_attempts = 0
+                    row.pin_locked_until = now + settings.PAYMENTS_PIN_LOCK
+                    failure = PinLocked(_("Too many wrong PINs. Payments are locked for 3 hours."))
+                else:
+                    left = settings.PAYMENTS_PIN_MAX_ATTEMPTS - row.pin_failed_attempts
+                    failure = Forbidden(
+                        _("Wrong payment PIN (%(left)d tries left).") % {"left": left}, code="invalid_pin"
+                    )
+                row.save(update_fields=["pin_failed_attempts", "pin_locked_until"])
     if failure is not None:
         raise failure
 

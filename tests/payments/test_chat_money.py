@@ -3,6 +3,7 @@ the transfer's status on every device, red packets bound to the members of their
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from datetime import timedelta
@@ -220,14 +221,14 @@ def test_no_money_no_message_and_no_message_no_money(friends, bob):
 def test_transfers_follow_the_chat_rules(friends, carol):
     alice, bob = friends
     account_services.block_add(user=bob, target_id=alice.pk)
+    # A wrong PIN each time: the chat rule answers first, so no PIN try is spent on a refusal.
     with pytest.raises(Forbidden) as blocked:
-        _transfer(alice, bob)
+        services.transfer_create(sender_id=alice.pk, receiver_id=bob.pk, amount=300, pin="000000")
     assert blocked.value.code == "blocked"
     with pytest.raises(Forbidden) as stranger:
-        _transfer(alice, carol)
+        services.transfer_create(sender_id=alice.pk, receiver_id=carol.pk, amount=300, pin="000000")
     assert stranger.value.code == "not_friends"
     assert not Transfer.objects.exists() and not Message.objects.exists()
-    # The PIN was never asked: the refusal came first.
     assert WalletSettings.objects.get(user=alice).pin_failed_attempts == 0
 
 
@@ -610,7 +611,7 @@ async def test_ws_send_frame_refuses_money_kinds(alice, bob):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_transfers_grabs_and_chat_in_the_same_conversations_at_once(make_user, settings):
+def test_transfers_grabs_and_chat_in_the_same_conversations_at_once(make_user, settings, caplog):
     """Threads send transfers both ways (auto-accepted and accepted later), chat in the same
     direct conversation, and grab a group packet while members chat in the group: no deadlock
     error reaches anyone, every transfer has exactly one bubble, conversation sequences have no
@@ -670,11 +671,14 @@ def test_transfers_grabs_and_chat_in_the_same_conversations_at_once(make_user, s
     jobs = [pay(alice, bob, 1), pay(bob, alice, 2), chat(alice, bob, None, "a"), chat(bob, None, conv.pk, "g"),
             chat(crowd[0], None, conv.pk, "c"), grab]  # fmt: skip
     threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=180)
+    with caplog.at_level(logging.WARNING, logger="payments"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
     assert not errors, errors[:3]
+    # money_atomic retries deadlocks silently: a lock-order regression would show up only here.
+    assert not [r for r in caplog.records if r.getMessage() == "payments.retry"]
     assert Transfer.objects.count() == 30 and not Transfer.objects.filter(status="pending").exists()
     bubbles = Message.objects.filter(kind="transfer")
     assert sorted(m.content["transfer_id"] for m in bubbles) == sorted(

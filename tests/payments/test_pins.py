@@ -30,9 +30,31 @@ def test_hash_is_keyed_salted_and_verifies():
 
 
 def test_a_stolen_table_is_useless_without_the_key(settings):
+    settings.PAYMENTS_PIN_KEYS = ["the-server-key"]
     encoded = pins.pin_hash(PIN)
     settings.PAYMENTS_PIN_KEYS = ["an-entirely-different-key"]
-    assert pins.pin_matches(PIN, encoded) == (False, False)  # unknown key id: no match
+    with pytest.raises(pins.PinKeyMissing):  # unknown key id: no way to check it
+        pins.pin_matches(PIN, encoded)
+
+
+def test_setting_pin_keys_later_locks_nobody_out(settings, alice):
+    with_pin(alice)  # hashed under the key derived from SECRET_KEY
+    settings.PAYMENTS_PIN_KEYS = ["a-new-dedicated-key"]
+    services.pin_verify(user_id=alice.pk, pin=PIN)
+    assert stored(alice).split("$")[1] == pins._key_id(b"a-new-dedicated-key")  # re-hashed
+
+
+def test_a_missing_key_is_a_server_fault_not_a_wrong_pin(settings, alice, client_for, bob):
+    settings.PAYMENTS_PIN_KEYS = ["key-one"]
+    with_pin(alice)
+    settings.PAYMENTS_PIN_KEYS = ["key-two"]
+    settings.SECRET_KEY = "another-secret-key-" + "y" * 40  # and the derived key changed too
+    for _ in range(settings.PAYMENTS_PIN_MAX_ATTEMPTS + 1):
+        with pytest.raises(ApplicationError) as failure:
+            services.pin_verify(user_id=alice.pk, pin=PIN)
+        assert failure.value.code == "pin_check_unavailable" and failure.value.status_code == 503
+    row = WalletSettings.objects.get(user=alice)
+    assert row.pin_failed_attempts == 0 and row.pin_locked_until is None  # nobody locked out
 
 
 def test_key_rotation_rehashes_on_the_next_payment(settings, alice):
