@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 
 from . import notifications
-from .services import media
+from .services import media, messages
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +27,9 @@ def push_flush(user_ids: list[int]) -> int:
 @shared_task(name="messaging.purge_orphan_media")
 def purge_orphan_media() -> int:
     return media.attachments_purge_unused()
+
+
+@shared_task(name="messaging.redact_recalled", acks_late=True)
+def redact_recalled(message_id: int) -> int:
+    """Erase a recalled message's text from the stored events (safe to run twice)."""
+    return messages.message_events_redact(message_id=message_id)

@@ -22,6 +22,7 @@ from .media import attachment_upload, attachments_purge_unused
 from .messages import (
     SendResult,
     conversation_mark_read,
+    message_events_redact,
     message_forward,
     message_hide,
     message_recall,
@@ -53,6 +54,7 @@ __all__ = [
     "group_update",
     "join_request_decide",
     "member_settings_update",
+    "message_events_redact",
     "message_forward",
     "message_hide",
     "message_recall",

@@ -27,6 +27,10 @@ class SendResult:
     created: bool  # False: a retry of a message already stored (same client_msg_id)
 
 
+# Servers' clocks may differ: stored events are looked for from this long before the message.
+REDACT_CLOCK_MARGIN = timedelta(minutes=10)
+
+
 def _direct_conversation(*, sender_id: int, peer_id: int) -> tuple[Conversation, bool]:
     """The direct conversation of the pair, created (with both members) when missing."""
     if peer_id == sender_id:
@@ -360,23 +364,40 @@ def message_recall(*, user_id: int, conversation_id: int, seq: int) -> Message:
     msg.recalled_by_id = user_id
     msg.text, msg.content, msg.mentions, msg.search = "", {}, [], None
     msg.save(update_fields=["recalled_at", "recalled_by", "text", "content", "mentions", "search"])
-    _redact_stored_events(r, msg)
+    # The stored events are redacted after commit, by a task: the scan may be long for an old
+    # message in a big group, and must not hold this conversation's lock (every send waits on it).
+    message_id = msg.id
+    transaction.on_commit(lambda: _redact_later(message_id))
     core_events.publish(user_ids=r.user_ids, type=events.MESSAGE_RECALLED, data=events.recall(msg))
     return msg
 
 
-def _redact_stored_events(r, msg: Message) -> None:
-    """Erase the recalled text from events already stored: the message's own ``message.new``
-    and the quote in replies to it, in the stream of everyone who was a member when it was sent
-    or since (members who left too): a device that syncs later never receives the text."""
-    since = msg.created_at - timedelta(seconds=1)
+def _redact_later(message_id: int) -> None:
+    from ..tasks import redact_recalled  # tasks import services: import at call time
+
+    redact_recalled.delay(message_id)
+
+
+def message_events_redact(*, message_id: int) -> int:
+    """Erase a recalled message's text from events already stored: its own ``message.new`` and
+    the quote in replies to it, in the stream of everyone who was a member when it was sent or
+    since (members who left too), so that a device that syncs later never receives the text.
+    Idempotent (a message not recalled, or gone, changes nothing); returns the events rewritten.
+    Events are matched by content; ``created_at`` only narrows the scan, with a margin for
+    clocks of different servers."""
+    msg = Message.objects.filter(pk=message_id, recalled_at__isnull=False).first()
+    if msg is None:
+        return 0
+    since = msg.created_at - REDACT_CLOCK_MARGIN
     readers = Member.objects.filter(conversation_id=msg.conversation_id).exclude(left_at__lt=since)
     user_ids = list(readers.values_list("user_id", flat=True))
     recalled, quote = events.message(msg), events.quote(msg)
-    core_events.redact(user_ids=user_ids, type=events.MESSAGE_NEW, since=since,
-                       match={"id": msg.id}, rewrite=lambda data: recalled)  # fmt: skip
-    core_events.redact(user_ids=user_ids, type=events.MESSAGE_NEW, since=since,
-                       match={"reply_to": {"id": msg.id}}, rewrite=lambda data: {**data, "reply_to": quote})  # fmt: skip
+    with transaction.atomic():
+        n = core_events.redact(user_ids=user_ids, type=events.MESSAGE_NEW, since=since,
+                               match={"id": msg.id}, rewrite=lambda data: recalled)  # fmt: skip
+        n += core_events.redact(user_ids=user_ids, type=events.MESSAGE_NEW, since=since,
+                                match={"reply_to": {"id": msg.id}}, rewrite=lambda data: {**data, "reply_to": quote})  # fmt: skip
+    return n
 
 
 @transaction.atomic
