@@ -675,3 +675,6 @@ if not WEBHOOK_RETRY_SCHEDULE or min(WEBHOOK_RETRY_SCHEDULE) <= 0 or WEBHOOK_MAX
 WEBHOOK_ALLOW_PRIVATE_HOSTS = env.bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=EMBEDDED)
 WEBHOOK_CA_FILE = env.str("WEBHOOK_CA_FILE", default="")  # default: the system's CA certificates
 CELERY_BEAT_SCHEDULE["core-webhooks-sweep"] = {"task": "core.webhooks_sweep", "schedule": 60.0}
+# Finished deliveries (and their attempts) are deleted after this many days; pending ones never.
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
+CELERY_BEAT_SCHEDULE["core-purge-old-webhooks"] = {"task": "core.purge_old_webhooks", "schedule": 3600.0}

@@ -27,3 +27,8 @@ def webhook_deliver(delivery_id: int) -> str:
 @shared_task(name="core.webhooks_sweep")
 def webhooks_sweep() -> int:
     return webhooks.webhooks_requeue_due()
+
+
+@shared_task(name="core.purge_old_webhooks")
+def purge_old_webhooks() -> int:
+    return webhooks.webhooks_purge(older_than_days=settings.WEBHOOK_RETENTION_DAYS)

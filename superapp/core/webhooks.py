@@ -538,3 +538,20 @@ def webhooks_requeue_due(*, grace: float = SWEEP_GRACE, limit: int = SWEEP_BATCH
         _schedule(delivery_id)
     logger.info("webhooks.requeued", extra={"count": len(ids)})
     return len(ids)
+
+
+def webhooks_purge(*, older_than_days: int) -> int:
+    """Delete finished deliveries (delivered or failed) older than ``older_than_days``, with their
+    attempts; returns how many deliveries. Pending ones are never purged. Their ``dedup_key``
+    can be used again afterwards: callers name keys after things that happen once (an order's
+    payment, a refund), so a purged key does not come back in practice."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    finished = WebhookDelivery.objects.filter(
+        created_at__lt=cutoff, status__in=[WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED]
+    )
+    deleted = 0
+    while True:  # in batches: one long DELETE would hold locks on the whole table's tail
+        ids = list(finished.values_list("id", flat=True)[:1000])
+        if not ids:
+            return deleted
+        deleted += WebhookDelivery.objects.filter(id__in=ids).delete()[1].get("core.WebhookDelivery", 0)

@@ -662,3 +662,24 @@ def test_non_staff_are_kept_out_of_the_delivery_admin(alice):
     client = Client()
     client.force_login(alice)
     assert client.get(URL).status_code == 302
+
+
+@pytest.mark.django_db
+def test_finished_deliveries_are_purged_after_the_retention_pending_ones_never(fast, settings):
+    with WebhookReceiver([200]) as receiver:
+        delivered = enqueue(receiver.url, key="old-delivered")
+        deliver_until_done(delivered)
+    failed = enqueue("http://127.0.0.1:9/", key="old-failed")
+    WebhookDelivery.objects.filter(pk=failed.pk).update(status=WebhookDelivery.Status.FAILED)
+    pending = enqueue("http://127.0.0.1:9/", key="old-pending")
+    recent = enqueue("http://127.0.0.1:9/", key="recent-failed")
+    WebhookDelivery.objects.filter(pk=recent.pk).update(status=WebhookDelivery.Status.FAILED)
+    old = timezone.now() - timedelta(days=settings.WEBHOOK_RETENTION_DAYS + 1)
+    WebhookDelivery.objects.filter(pk__in=[delivered.pk, failed.pk, pending.pk]).update(created_at=old)
+    assert WebhookAttempt.objects.filter(delivery=delivered).exists()
+    assert tasks.purge_old_webhooks() == 2
+    assert set(WebhookDelivery.objects.values_list("dedup_key", flat=True)) == {
+        "old-pending",
+        "recent-failed",
+    }
+    assert not WebhookAttempt.objects.filter(delivery_id=delivered.pk).exists()
