@@ -23,6 +23,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from .. import merchant_selectors, signing
@@ -107,11 +108,25 @@ class MerchantSignatureScheme(OpenApiAuthenticationExtension):
         }
 
 
+class MerchantRateThrottle(SimpleRateThrottle):
+    """Requests per merchant (scope ``merchant_api``, ``THROTTLE_MERCHANT_API``): one merchant's
+    runaway client cannot take the API from the others. Counted after the signature checks out,
+    so only the key's owner spends its budget; a 429 is signed like every answer."""
+
+    scope = "merchant_api"
+
+    def get_cache_key(self, request, view):
+        auth = getattr(request, "auth", None)
+        if not isinstance(auth, MerchantAuth):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": f"merchant-{auth.merchant.id}"}
+
+
 class SignedMerchantView(APIView):
     """Base of the orders API views: signed requests in, signed answers out."""
 
     authentication_classes = [MerchantSignatureAuthentication]
-    throttle_classes: list = []
+    throttle_classes = [MerchantRateThrottle]
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

@@ -190,3 +190,16 @@ def test_the_signature_covers_the_query_string(shop):
     assert (
         _code(shop.get(path, sign_path="/api/v1/pay/orders/out-trade-no/order-0001")) == "invalid_signature"
     )
+
+
+def test_each_merchant_has_its_own_request_budget(shop, bob, monkeypatch):
+    from payments.api.merchant_auth import MerchantRateThrottle
+
+    monkeypatch.setattr(MerchantRateThrottle, "THROTTLE_RATES", {"merchant_api": "3/min"})
+    for _ in range(3):
+        assert shop.query("nothing-here").status_code == 404
+    throttled = shop.query("nothing-here")
+    assert throttled.status_code == 429 and throttled.json()["error"]["code"] == "throttled"
+    assert shop.verified(throttled)  # signed like every answer
+    other = open_merchant(bob, name="Other shop")  # its own budget
+    assert other.query("nothing-here").status_code == 404
