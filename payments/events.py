@@ -139,14 +139,21 @@ def transfer_bubble(transfer: Transfer) -> dict[str, Any]:
 
 def red_packet_bubble(packet: RedPacket) -> dict[str, Any]:
     """The ``content`` of a red packet's chat message: what the bubble shows, never the amount
-    (as in WeChat: the packet's state comes from ``GET red-packets/<id>`` and the grab events)."""
+    (as in WeChat: who got what comes from ``GET red-packets/<id>`` and the grab events).
+    ``status``: ``active``, then ``finished`` (every share taken) or ``expired`` (24 h passed,
+    the rest refunded), changed in place with ``message.updated``."""
     return {
         "red_packet_id": packet.id,
         "kind": packet.kind,
         "greeting": packet.greeting,
         "count": packet.count,
         "currency": packet.currency,
+        "status": BUBBLE_STATUS[packet.status],
     }
+
+
+# The bubble's word for each packet status: "refunded" is, to the members, an expired packet.
+BUBBLE_STATUS = {"active": "active", "finished": "finished", "refunded": "expired"}
 
 
 def withdrawal_payload(withdrawal: Withdrawal) -> dict[str, Any]:

@@ -239,12 +239,30 @@ def _grab(*, user_id: int, packet_id: int) -> RedPacketGrab:
         packet.resolved_at = timezone.now()
         fields += ["status", "resolved_at"]
     packet.save(update_fields=fields)
-    core_events.publish(
+    notice = core_events.EventSpec(
         user_ids=sorted({packet.sender_id, user_id}),
         type=events.RED_PACKET_GRABBED,
         data=events.red_packet_grab_payload(packet, grab),
     )
+    if packet.status == RedPacket.Status.FINISHED:
+        # The last share: the bubble says so on every member's device (the conversation's lock is
+        # taken after the ledger accounts, as everywhere: docs/payments.md).
+        _bubble_status(packet, also_publish=[notice])
+    else:
+        core_events.publish_many(specs=[notice])
     return grab
+
+
+def _bubble_status(packet: RedPacket, *, also_publish: list[core_events.EventSpec]) -> None:
+    """Show the packet's new status on its chat message (``message.updated`` to every member) and
+    publish ``also_publish`` with it. Caller holds the packet's row and its ledger accounts."""
+    chat_services.payment_message_update(
+        sender_id=packet.sender_id,
+        kind="red_packet",
+        object_id=packet.id,
+        changes={"status": events.BUBBLE_STATUS[packet.status]},
+        also_publish=also_publish,
+    )
 
 
 @money_atomic
@@ -270,10 +288,15 @@ def red_packet_refund_if_expired(*, packet_id: int) -> bool:
     packet.status = RedPacket.Status.REFUNDED
     packet.resolved_at = timezone.now()
     packet.save(update_fields=["status", "resolved_at"])
-    core_events.publish(
-        user_ids=[packet.sender_id],
-        type=events.RED_PACKET_REFUNDED,
-        data={**events.red_packet_payload(packet), "refunded_amount": refund},
+    _bubble_status(
+        packet,
+        also_publish=[
+            core_events.EventSpec(
+                user_ids=[packet.sender_id],
+                type=events.RED_PACKET_REFUNDED,
+                data={**events.red_packet_payload(packet), "refunded_amount": refund},
+            )
+        ],
     )
     return True
 

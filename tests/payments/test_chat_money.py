@@ -30,7 +30,7 @@ from .conftest import PIN, fund, with_pin
 
 IDEM = "HTTP_IDEMPOTENCY_KEY"
 BUBBLE_KEYS = {"transfer_id", "amount", "currency", "note", "status"}
-PACKET_BUBBLE_KEYS = {"red_packet_id", "kind", "greeting", "count", "currency"}
+PACKET_BUBBLE_KEYS = {"red_packet_id", "kind", "greeting", "count", "currency", "status"}
 
 
 def _balance(user) -> int:
@@ -262,6 +262,7 @@ def test_a_group_red_packet_is_one_message_to_every_member(client_for, family):
             "greeting": "",
             "count": 4,
             "currency": "CNY",
+            "status": "active",
         }
         assert _events(user, chat_events.MESSAGE_NEW)[-1]["id"] == bubble["id"]
     # The wallet's event goes to the sender; members learn it from the chat message.
@@ -273,6 +274,12 @@ def test_a_group_red_packet_is_one_message_to_every_member(client_for, family):
     ]
     assert sum(amounts) == 1_000
     assert RedPacket.objects.get(pk=packet_id).status == "finished"
+    # The last grab turns the bubble to "finished" on every member's device, in place.
+    for user in (sender, *members):
+        bubble = _history(client_for(user), conv.pk)[-1]
+        assert bubble["kind"] == "red_packet" and bubble["content"]["status"] == "finished"
+        updated = _events(user, chat_events.MESSAGE_UPDATED)
+        assert [u["content"]["status"] for u in updated if u["id"] == bubble["id"]] == ["finished"]
     assert ledger_reconcile().ok
 
 
@@ -471,7 +478,10 @@ def test_expired_packet_refund_keeps_the_message(family):
     with pytest.raises(ApplicationError) as late:
         red_packets.red_packet_grab(user_id=members[1].pk, packet_id=packet.pk)
     assert late.value.code == "red_packet_expired"
-    assert Message.objects.filter(kind="red_packet").count() == 1
+    bubble = Message.objects.get(kind="red_packet")
+    assert bubble.content["status"] == "expired"  # changed in place, seen by every member
+    for user in (sender, *members):
+        assert _events(user, chat_events.MESSAGE_UPDATED)[-1]["content"]["status"] == "expired"
     assert ledger_reconcile().ok
 
 
