@@ -55,7 +55,9 @@ def _db_url(app: str) -> str:
 
 def _env(app: str, **extra: str) -> dict[str, str]:
     out = env.server_env(app_name=app, **extra)
-    out.update(DATABASE_URL=_db_url(app), REDIS_URL=REDIS_URL)
+    # Pub/Sub channels are shared by every Redis database: a prefix of this run's own keeps other
+    # runs' doorbells (other benchmarks, test servers, with the same user ids) off these sockets.
+    out.update(DATABASE_URL=_db_url(app), REDIS_URL=REDIS_URL, CHANNELS_PREFIX=f"msgbench.{os.getpid()}")
     return out
 
 
@@ -396,8 +398,16 @@ async def _measure(url: str, seed: dict, seconds: float, key: str) -> dict[str, 
 # The channel layer variants measured (settings.py: CHANNEL_LAYER_BACKEND).
 VARIANTS = [
     ("redis", "channels-redis list-based layer", {"CHANNEL_LAYER_BACKEND": "redis"}),
-    ("pubsub", "channels-redis Pub/Sub layer (production default)", {"CHANNEL_LAYER_BACKEND": "pubsub"}),
+    (
+        "pubsub",
+        "Pub/Sub layer + one PUBLISH per commit (production default)",
+        {"CHANNEL_LAYER_BACKEND": "pubsub"},
+    ),
 ]
+# MSG_BENCH_VARIANTS=pubsub measures only those (comma-separated keys); default: all.
+_only = [k for k in os.environ.get("MSG_BENCH_VARIANTS", "").split(",") if k]
+if _only:
+    VARIANTS = [v for v in VARIANTS if v[0] in _only]
 
 
 def _nginx(wsgi_port: int, asgi_port: int) -> servers.Server:

@@ -8,7 +8,7 @@ Each open socket is a member of a Redis sorted set per user, scored by its expir
   ``presence.heartbeat`` every ``MESSAGING_PRESENCE_TTL / 3`` seconds (it also answers the cursor,
   so it replaces ``ping``), which pushes the expiry of the user's sockets forward;
 * a user is online while one of their entries has not expired (``ZCOUNT key now +inf``); many
-  users are checked in one pipelined round trip.
+  users are checked in one round trip (a Lua script over all their keys).
 
 Last seen is written when the last socket closes. Without Redis (the embedded default, one
 process) the same lives in this process's memory.
@@ -98,12 +98,32 @@ class _LocalStore:
             self._windows.clear()
 
 
+# Many users in one command (a group's members): each returns the 1-based positions of the keys
+# that matched. Single-instance Redis (a cluster would need the keys in one hash slot).
+_ONLINE_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+    if redis.call('ZCOUNT', key, ARGV[1], '+inf') > 0 then out[#out + 1] = i end
+end
+return out
+"""
+_CLAIM_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+    if redis.call('SET', key, '1', 'NX', 'PX', ARGV[1]) then out[#out + 1] = i end
+end
+return out
+"""
+
+
 class _RedisStore:
     def __init__(self, url: str, prefix: str) -> None:
         import redis
 
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
+        self._online_script = self.client.register_script(_ONLINE_LUA)
+        self._claim_script = self.client.register_script(_CLAIM_LUA)
 
     def _key(self, user_id: int) -> str:
         return f"{self.prefix}:presence:{user_id}"
@@ -142,11 +162,10 @@ class _RedisStore:
         ids = list(user_ids)
         if not ids:
             return set()
-        now = time.time()
-        pipe = self.client.pipeline(transaction=False)
-        for uid in ids:
-            pipe.zcount(self._key(uid), now, "+inf")
-        return {uid for uid, count in zip(ids, pipe.execute(), strict=True) if count}
+        # One script call with every key, not a pipeline of ZCOUNTs: redis-py builds each
+        # pipelined command in Python, which cost ~4 ms of CPU for a 500-member group's send.
+        found = self._online_script(keys=[self._key(uid) for uid in ids], args=[time.time()])
+        return {ids[index - 1] for index in found}
 
     def last_seen(self, user_ids: Iterable[int]) -> dict[int, float]:
         ids = list(user_ids)
@@ -158,10 +177,12 @@ class _RedisStore:
     def claim(self, keys: list[str], seconds: float) -> list[bool]:
         if not keys:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(f"{self.prefix}:{key}", b"1", nx=True, px=max(1, int(seconds * 1000)))
-        return [bool(ok) for ok in pipe.execute()]
+        taken = set(
+            self._claim_script(
+                keys=[f"{self.prefix}:{key}" for key in keys], args=[max(1, int(seconds * 1000))]
+            )
+        )
+        return [index in taken for index in range(1, len(keys) + 1)]
 
     def release(self, keys: list[str]) -> None:
         if keys:

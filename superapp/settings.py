@@ -17,6 +17,7 @@ import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -194,19 +195,27 @@ if REDIS_URL:
     }
     # The channel layer only rings doorbells (events are stored first; devices sync), so at-most-
     # once delivery is fine and speed decides. CHANNEL_LAYER_BACKEND=pubsub (the default):
-    # channels-redis' Pub/Sub layer, a group send is one PUBLISH pushed to the server process;
+    # channels-redis' Pub/Sub layer, a group send is one PUBLISH pushed to the server process,
+    # extended by superapp.core.layers so that one commit's doorbell to any number of users is
+    # one PUBLISH of the whole batch (a 500-member group message was 499 of them);
     # "redis": the list-based layer, which pops one BZPOPMIN at a time per process. Measured in
     # bench/messaging_chat.py: Pub/Sub is faster at every figure (500-member fan-out p99 708 ms
     # against 1,712 ms). Both: a 30 s read timeout, because redis-py 8 reads with 5 s while the
     # layer blocks up to 5 s for the next message, and a read that times out first kills the
     # consumer and drops the socket.
     _channels_host = {"address": env.str("CHANNELS_REDIS_URL", default=REDIS_URL), "socket_timeout": 30}
-    _channels_prefix = env.str("CHANNELS_PREFIX", default="superapp")
+    # Pub/Sub channels ignore Redis' database number: deployments (or test and benchmark runs)
+    # sharing one Redis on different databases would ring each other's sockets (user ids
+    # overlap). The default prefix therefore names the database; CHANNELS_PREFIX overrides it.
+    _channels_db = urlsplit(_channels_host["address"]).path.strip("/") or "0"
+    _channels_prefix = env.str(
+        "CHANNELS_PREFIX", default="superapp" if _channels_db == "0" else f"superapp.db{_channels_db}"
+    )
     CHANNEL_LAYER_BACKEND = env.str("CHANNEL_LAYER_BACKEND", default="pubsub")
     if CHANNEL_LAYER_BACKEND == "pubsub":
         CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "BACKEND": "superapp.core.layers.BatchPubSubChannelLayer",
                 "CONFIG": {"hosts": [_channels_host], "prefix": _channels_prefix},
             }
         }

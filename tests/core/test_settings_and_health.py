@@ -58,7 +58,7 @@ def test_production_shape(tmp_path):
     assert result.returncode == 0, result.stderr
     shape = json.loads(result.stdout.splitlines()[-1])
     assert shape["db"] == "django.db.backends.postgresql"
-    assert shape["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert shape["layer"] == "superapp.core.layers.BatchPubSubChannelLayer"  # Pub/Sub + batches
     assert shape["eager"] is False and shape["debug"] is False and shape["embedded"] is False
 
 

@@ -1,0 +1,180 @@
+"""The channel layer used in production, and one call to ring many groups at once.
+
+:func:`group_send_many` sends ``[(group, message), ...]`` best effort and never raises. On
+:class:`BatchPubSubChannelLayer` (production: ``CHANNEL_LAYER_BACKEND=pubsub``) that is **one**
+Redis ``PUBLISH`` whatever the number of groups, made from the calling thread with a plain
+(synchronous) Redis client: no event loop is started or borrowed. Every ASGI process that has a
+socket open subscribes to one shared Pub/Sub channel, ``<prefix>__batch__``; on a batch it
+hands each message to the sockets of that group *in this process* (channels-redis already
+keeps, per process, which local channels joined which group: that is the registry of connected
+consumers by user and session). A 500-member group message thus costs one round trip to Redis
+and, in each server process, one decode and 499 in-memory queue puts, instead of 499
+``PUBLISH`` round trips from the sender and 499 Redis messages received by each process.
+
+Zulip routes each event to the one Tornado process that holds the user's queue
+(``zerver/tornado/``); here every ASGI process gets every batch and keeps what concerns its own
+sockets. That is cheapest with a few ASGI processes (one per core); with many, per-process
+channels and a user -> process directory would cut the decoding each process does.
+
+Messages keep their order: one batch's in its order, batches in Redis' order, and each socket
+reads its own queue in order. The layer stays a doorbell: Pub/Sub is at-most-once, a process
+that is not subscribed at the moment (starting, reconnecting) misses the batch, and a device
+that sees a gap in cursors syncs. Any other layer (the in-memory one of the embedded default and
+the tests, the list-based ``redis`` one) gets one ``group_send`` per group instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
+from channels_redis.utils import _consistent_hash, decode_hosts
+
+logger = logging.getLogger(__name__)
+
+GroupMessage = tuple[str, dict[str, Any]]
+SEND_CONCURRENCY = 32  # group sends in flight on a layer without batches
+
+
+def group_send_many(items: Sequence[GroupMessage]) -> None:
+    """Send each ``message`` to its ``group``, in order; best effort, never raises.
+
+    Call it from synchronous code (a service's on-commit callback, a frame handler's thread, a
+    Celery task), never from the event loop's thread: it may block for one Redis round trip.
+    """
+    if not items:
+        return
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    if isinstance(layer, BatchPubSubChannelLayer):
+        try:
+            layer.publish_batch(items)
+        except Exception:  # the stored events are what counts; devices will sync
+            logger.warning("batch of %d group messages lost", len(items), exc_info=True)
+        return
+    async_to_sync(_send_each)(layer, items)
+
+
+async def _send_each(layer: Any, items: Sequence[GroupMessage]) -> None:
+    # A few at a time: each group_send may be a Redis round trip. One group's messages are sent
+    # one after another by one task, so that they keep their order.
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for group, message in items:
+        by_group.setdefault(group, []).append(message)
+    queue = list(by_group.items())
+
+    async def worker() -> None:
+        while queue:
+            group, messages = queue.pop()
+            for message in messages:
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    logger.warning("group message to %s lost", group, exc_info=True)
+
+    await asyncio.gather(*(worker() for _ in range(min(SEND_CONCURRENCY, len(queue)))))
+
+
+class _BatchSink:
+    """Stands in the loop layer's ``channels`` map for the batch channel: channels-redis' reader
+    calls ``put_nowait(raw)`` for every message on a subscribed channel, and this one fans the
+    batch out to the local channels of each group."""
+
+    def __init__(self, layer: _BatchLoopLayer) -> None:
+        self.layer = layer
+
+    def put_nowait(self, raw: bytes) -> None:
+        layer = self.layer
+        try:
+            items = layer.channel_layer.deserialize(raw)["items"]
+        except Exception:
+            logger.warning("undecodable batch dropped", exc_info=True)
+            return
+        prefix, groups, channels = f"{layer.prefix}__group__", layer.groups, layer.channels
+        for group, message in items:
+            members = groups.get(prefix + group)
+            if not members:
+                continue
+            for channel in members:
+                queue = channels.get(channel)
+                if queue is not None:
+                    # Already decoded: BatchPubSubChannelLayer.deserialize passes dicts through.
+                    # Consumers only read messages, so the sockets of one group share it.
+                    queue.put_nowait(message)
+
+
+class _BatchLoopLayer(RedisPubSubLoopLayer):
+    """channels-redis' per-event-loop Pub/Sub layer, also subscribed to the batch channel once a
+    consumer of this loop has a channel (publish-only processes never subscribe)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_channel = f"{self.prefix}__batch__"
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        if self.batch_channel not in self.channels:  # first socket (or after a flush)
+            self.channels[self.batch_channel] = _BatchSink(self)  # type: ignore[assignment]
+            try:
+                await self._get_shard(self.batch_channel).subscribe(self.batch_channel)
+            except BaseException:
+                self.channels.pop(self.batch_channel, None)
+                raise
+        return await super().new_channel(prefix)
+
+
+class BatchPubSubChannelLayer(RedisPubSubChannelLayer):
+    """channels-redis' Pub/Sub layer plus :meth:`publish_batch` (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_lock = threading.Lock()
+        self._sync_client: Any = None
+
+    def _get_layer(self) -> _BatchLoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            from channels_redis.utils import _wrap_close
+
+            layer = _BatchLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            _wrap_close(self, loop)
+        return layer
+
+    def deserialize(self, message: Any) -> Any:
+        if isinstance(message, dict):  # delivered from a batch, decoded once for every socket
+            return message
+        return super().deserialize(message)
+
+    def _batch_target(self) -> tuple[Any, str]:
+        """The synchronous Redis client of the batch channel's shard, and the channel's name."""
+        prefix = self._kwargs.get("prefix", "asgi")
+        channel = f"{prefix}__batch__"
+        with self._sync_lock:
+            if self._sync_client is None:
+                import redis
+
+                hosts = decode_hosts(self._kwargs.get("hosts"))
+                host = dict(hosts[_consistent_hash(channel, len(hosts))])
+                # A doorbell must not hold a request's thread for the layer's 30 s read timeout.
+                host["socket_timeout"] = min(host.get("socket_timeout") or 5, 5)
+                host.setdefault("socket_connect_timeout", 5)
+                if "address" in host:
+                    address = host.pop("address")
+                    self._sync_client = redis.Redis.from_url(address, **host)
+                else:  # (host, port) pairs; a Sentinel setup would need its own client here
+                    self._sync_client = redis.Redis(**host)
+            return self._sync_client, channel
+
+    def publish_batch(self, items: Sequence[GroupMessage]) -> None:
+        """One ``PUBLISH`` of ``[(group, message), ...]`` to every subscribed server process.
+        Synchronous and thread-safe (redis-py's pool); raises on a Redis error."""
+        client, channel = self._batch_target()
+        client.publish(channel, self.serialize({"items": [[g, m] for g, m in items]}))

@@ -1,0 +1,134 @@
+"""superapp.core.layers: one PUBLISH per batch on the production layer, per-group sends elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers, get_channel_layer
+from django.conf import settings as django_settings
+
+from superapp.core import layers
+from superapp.core.layers import BatchPubSubChannelLayer, group_send_many
+
+
+@pytest.fixture
+def batch_layer(settings):
+    """The production layer on the test Redis, under a prefix of this test's own (Pub/Sub
+    channels are shared by every Redis database)."""
+    prefix = f"test-layers-{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "superapp.core.layers.BatchPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": django_settings.REDIS_URL, "socket_timeout": 30}],
+                "prefix": prefix,
+            },
+        }
+    }
+    channel_layers.backends.pop("default", None)
+    layer = get_channel_layer()
+    assert isinstance(layer, BatchPubSubChannelLayer)
+    yield layer
+    channel_layers.backends.pop("default", None)
+
+
+def _from_another_thread(items):
+    """As a service's on-commit callback does: plain synchronous code, outside the event loop."""
+    thread = threading.Thread(target=group_send_many, args=(items,))
+    thread.start()
+    thread.join()
+
+
+async def _drain(layer, channel, timeout=0.3):
+    out = []
+    while True:
+        try:
+            out.append(await asyncio.wait_for(layer.receive(channel), timeout))
+        except TimeoutError:
+            return out
+
+
+def test_one_publish_reaches_each_groups_local_channels_in_order(batch_layer, monkeypatch):
+    publishes = []
+    real = BatchPubSubChannelLayer.publish_batch
+
+    def counting(self, items):
+        publishes.append(len(items))
+        real(self, items)
+
+    monkeypatch.setattr(BatchPubSubChannelLayer, "publish_batch", counting)
+
+    async def scenario():
+        phone, laptop, other, stranger = [await batch_layer.new_channel() for _ in range(4)]
+        await batch_layer.group_add("user.1", phone)
+        await batch_layer.group_add("user.1", laptop)
+        await batch_layer.group_add("user.2", other)
+        await batch_layer.group_add("session.s1", laptop)
+        items = [("user.1", {"type": "event.push", "event": {"cursor": n}}) for n in (1, 2, 3)]
+        items += [("user.2", {"type": "event.push", "event": {"cursor": 7}})]
+        items += [("user.404", {"type": "event.push", "event": {"cursor": 1}})]  # nobody here
+        items += [("session.s1", {"type": "session.revoked"})]
+        await asyncio.get_running_loop().run_in_executor(None, _from_another_thread, items)
+        return (
+            await _drain(batch_layer, phone),
+            await _drain(batch_layer, laptop),
+            await _drain(batch_layer, other),
+            await _drain(batch_layer, stranger),
+        )
+
+    phone, laptop, other, stranger = async_to_sync(scenario)()
+    assert publishes == [6]  # one PUBLISH for the whole batch
+    cursors = [{"type": "event.push", "event": {"cursor": n}} for n in (1, 2, 3)]
+    assert phone == cursors
+    assert laptop == [*cursors, {"type": "session.revoked"}]
+    assert other == [{"type": "event.push", "event": {"cursor": 7}}]
+    assert stranger == []
+
+
+def test_a_redis_failure_is_logged_never_raised(batch_layer, monkeypatch, caplog):
+    def broken(self, items):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(BatchPubSubChannelLayer, "publish_batch", broken)
+    group_send_many([("user.1", {"type": "event.push", "event": {}})])  # no exception
+    assert "lost" in caplog.text
+
+
+def test_other_layers_get_one_group_send_per_group_in_order():
+    """The in-memory layer (embedded default, most tests): plain group sends."""
+    layer = get_channel_layer()
+    assert not isinstance(layer, BatchPubSubChannelLayer)
+
+    async def scenario():
+        channel = await layer.new_channel()
+        await layer.group_add("user.9", channel)
+        await asyncio.get_running_loop().run_in_executor(
+            None, group_send_many, [("user.9", {"type": "event.push", "n": n}) for n in range(40)]
+        )
+        got = [await asyncio.wait_for(layer.receive(channel), 2) for _ in range(40)]
+        await layer.group_discard("user.9", channel)
+        return got
+
+    assert [m["n"] for m in async_to_sync(scenario)()] == list(range(40))
+    assert layers.SEND_CONCURRENCY > 1
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("redis://127.0.0.1:6379/0", "superapp"), ("redis://127.0.0.1:6379/6", "superapp.db6")],
+)
+def test_the_default_channel_prefix_names_the_redis_database(url, expected, tmp_path):
+    from tests.core.test_settings_and_health import run_python
+
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.CHANNEL_LAYERS['default']['CONFIG']['prefix'])"
+    )
+    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1/x", "REDIS_URL": url, "SECRET_KEY": "k" * 50}
+    result = run_python(probe, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == expected
