@@ -13,15 +13,10 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(name="messaging.push_flush")
-def push_flush(user_ids: list[int]) -> int:
-    """Push one summary notification to each of these users who is still offline."""
-    pushed = 0
-    for user_id in user_ids:
-        try:
-            pushed += notifications.flush_user(user_id)
-        except Exception:  # one user's failure must not cost the others their notification
-            logger.exception("push flush failed for user %s", user_id)
-    return pushed
+def push_flush(user_ids: list[int], due_set: str | None = None) -> int:
+    """Push one summary notification to each of these users, and each user of ``due_set``
+    (``messaging.notifications``), who is still offline."""
+    return notifications.flush_due(user_ids, due_set)
 
 
 @shared_task(name="messaging.purge_orphan_media")
