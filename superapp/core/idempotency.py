@@ -16,6 +16,12 @@ Decorate a DRF view's ``post`` with :func:`idempotent`:
 The key row is committed *before* the view runs (its unique constraint is the lock) and the
 response is stored *after* the service's own transaction. A crash between the two leaves the key
 "in progress" until it expires: the client sees 409, never a second execution.
+
+Cost (every money-moving POST pays it): on PostgreSQL the claim is one autocommitted statement
+(``INSERT ... ON CONFLICT DO NOTHING RETURNING``: no BEGIN/COMMIT round trips, no exception to
+catch, no model instance) and the response is stored by one ``UPDATE`` that takes the JSON text
+the renderer made; the ORM path, three round trips and a model save, cost ~0.7 ms more CPU per
+request. Other databases (the embedded SQLite default) keep the ORM path.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework.renderers import JSONRenderer
@@ -56,20 +62,66 @@ def request_fingerprint(request: Request) -> str:
 def _claim(*, user_id: int, key: str, fingerprint: str) -> IdempotencyKey | None:
     """Insert the key (committed at once); ``None`` if we own it now, else the existing row."""
     for _attempt in range(2):
+        if _insert(user_id=user_id, key=key, fingerprint=fingerprint):
+            return None
+        existing = IdempotencyKey.objects.filter(user_id=user_id, key=key).first()
+        if existing is None:
+            continue  # released between our insert and our read: try again
+        if existing.created_at < timezone.now() - _ttl():
+            # Expired: forget it (only if nobody else replaced it meanwhile) and claim anew.
+            IdempotencyKey.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
+            continue
+        return existing
+    raise Conflict(_("This request is already being processed. Retry later."), code="idempotency_in_progress")
+
+
+@functools.cache
+def _sql(template: str) -> str:
+    meta = IdempotencyKey._meta
+    qn = connection.ops.quote_name
+    names = {f.name: qn(f.column) for f in meta.concrete_fields}
+    return template.format(table=qn(meta.db_table), **names)
+
+
+_INSERT = (  # constant text, names from the model
+    "INSERT INTO {table} ({user}, {key}, {request_hash}, {created_at}) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT ({user}, {key}) DO NOTHING RETURNING {id}"
+)
+_STORE = (
+    "UPDATE {table} SET {response_status} = %s, {response_body} = %s::jsonb, {completed_at} = %s "
+    "WHERE {user} = %s AND {key} = %s"
+)
+
+
+def _insert(*, user_id: int, key: str, fingerprint: str) -> bool:
+    """True when this request inserted (owns) the key. Outside a transaction the statement commits
+    by itself; a concurrent insert of the same key waits for the other one to commit or roll back."""
+    if connection.vendor != "postgresql":
         try:
             with transaction.atomic():
                 IdempotencyKey.objects.create(user_id=user_id, key=key, request_hash=fingerprint)
-            return None
         except IntegrityError:
-            existing = IdempotencyKey.objects.filter(user_id=user_id, key=key).first()
-            if existing is None:
-                continue  # released between our insert and our read: try again
-            if existing.created_at < timezone.now() - _ttl():
-                # Expired: forget it (only if nobody else replaced it meanwhile) and claim anew.
-                IdempotencyKey.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
-                continue
-            return existing
-    raise Conflict(_("This request is already being processed. Retry later."), code="idempotency_in_progress")
+            return False
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_INSERT), [user_id, key, fingerprint, timezone.now()])
+        return cursor.fetchone() is not None
+
+
+def _store(*, user_id: int, key: str, response: Response) -> None:
+    """Keep the final response for replays: the status and the body as the renderer writes it."""
+    rendered = JSONRenderer().render(response.data) if response.data is not None else None
+    if connection.vendor != "postgresql":
+        IdempotencyKey.objects.filter(user_id=user_id, key=key).update(
+            response_status=response.status_code,
+            response_body=json.loads(rendered) if rendered is not None else None,
+            completed_at=timezone.now(),
+        )
+        return
+    # JSON text straight into jsonb (SQL NULL for no body, as the ORM stores None).
+    body = rendered.decode() if rendered is not None else None
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_STORE), [response.status_code, body, timezone.now(), user_id, key])
 
 
 def _replay(row: IdempotencyKey, fingerprint: str) -> Response:
@@ -111,10 +163,7 @@ def idempotent(view_method: Callable[..., Response]) -> Callable[..., Response]:
         if response.status_code >= 500:
             IdempotencyKey.objects.filter(user_id=request.user.pk, key=key).delete()
             return response
-        body = json.loads(JSONRenderer().render(response.data)) if response.data is not None else None
-        IdempotencyKey.objects.filter(user_id=request.user.pk, key=key).update(
-            response_status=response.status_code, response_body=body, completed_at=timezone.now()
-        )
+        _store(user_id=request.user.pk, key=key, response=response)
         return response
 
     return wrapper

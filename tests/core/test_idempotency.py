@@ -33,7 +33,16 @@ class ChargeView(APIView):
         return Response({"charged": request.data.get("amount"), "call": len(CALLS)}, status=201)
 
 
-urlpatterns = [path("charge", ChargeView.as_view())]
+class NoteView(APIView):
+    @idempotent
+    def post(self, request):
+        CALLS.append(dict(request.data))
+        if request.data.get("empty"):
+            return Response(status=204)
+        return Response({"note": request.data.get("note"), "call": len(CALLS)}, status=201)
+
+
+urlpatterns = [path("charge", ChargeView.as_view()), path("note", NoteView.as_view())]
 pytestmark = pytest.mark.urls(__name__)
 
 
@@ -133,3 +142,24 @@ def test_concurrent_requests_with_one_key_execute_once(client_for, alice):
     assert sorted(statuses) == [201] + [409] * 5
     replay = _post(client, {"amount": 5, "slow": True})
     assert replay.status_code == 201 and replay.json()["call"] == 1
+
+
+@pytest.mark.django_db
+def test_stored_bodies_replay_exactly(client_for, alice):
+    client = client_for(alice)
+    note = 'red packet \u7ea2\u5305 \u2028 "quoted" \U0001f9e7'
+    first = client.post("/note", {"note": note}, format="json", HTTP_IDEMPOTENCY_KEY="n1")
+    second = client.post("/note", {"note": note}, format="json", HTTP_IDEMPOTENCY_KEY="n1")
+    assert first.json() == second.json() == {"note": note, "call": 1}
+    empty = [client.post("/note", {"empty": True}, format="json", HTTP_IDEMPOTENCY_KEY="n2") for _ in "ab"]
+    assert [r.status_code for r in empty] == [204, 204] and empty[1]["Idempotent-Replayed"] == "true"
+    assert IdempotencyKey.objects.get(key="n2").response_body is None
+    assert len(CALLS) == 2
+
+
+@pytest.mark.django_db
+def test_claim_and_storage_are_one_statement_each(client_for, alice, django_assert_num_queries):
+    client = client_for(alice)
+    client.post("/note", {"note": "warm"}, format="json", HTTP_IDEMPOTENCY_KEY="w")  # the session
+    with django_assert_num_queries(3):  # the user's session, the claim, the stored response
+        client.post("/note", {"note": "x"}, format="json", HTTP_IDEMPOTENCY_KEY="n3")
