@@ -9,8 +9,8 @@ opened) with its own database connection, as each pgbench client is: no GIL shar
 clients. Every client warms up (connects, runs the code path once or reads) before a barrier;
 the clock starts when all are past it.
 
-* ``transfers``: ``services.transfer_create`` (PIN, limits, escrow, auto-accept, the chat
-  message, events) between random pairs of friends, for ``seconds``; a call counts if it
+* ``transfers``: ``services.transfer_create`` (PIN, limits, auto-accept: one entry from wallet
+  to wallet, the chat message, events) between random pairs of friends, for ``seconds``; a call counts if it
   finished before the deadline.
 * ``grabs``: ``red_packets.red_packet_grab`` by ``n`` distinct users (each takes the next user
   from a shared counter) until every one of them has had an answer.

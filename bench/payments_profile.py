@@ -2,7 +2,9 @@
 
 Run after ``bench.payments_transfers`` (it uses the 10,000-wallet shape that scenario leaves in
 ``superapp_pay_bench2``) or after ``bench.payments_grabs`` (the 2,001-member group), with nothing
-else of the bench running. A child process with the bench's environment calls, one at a time:
+else of the bench running (or point it at a seeded copy of your own with ``PROFILE_DATABASE_URL``
+and ``PROFILE_REDIS_URL``: ``bench.payments_seed wallets 10000 5 <tokens.json>`` after ``migrate``
+loads the shape). A child process with the bench's environment calls, one at a time:
 
 * ``transfer_create`` between random friends, ``n`` times;
 * ``POST /api/v1/payments/transfers`` through Django's whole stack in-process (``django.test.Client``:
@@ -36,27 +38,26 @@ from .payments_common import PIN, django_env
 # (label, module, attribute): each attribute is replaced by a timed wrapper. "a.B.c" = method c of B.
 TRANSFER_STEPS = [
     ("transfer_create, all of it", "payments.services", "transfer_create"),
-    ("  chat `send_check` before the PIN (friendship, blocks, the direct chat)", "messaging.selectors", "send_check"),
-    ("  `pin_verify` (its own transaction: lock the settings row, HMAC, commit)", "payments.services", "pin_verify"),
     ("  the money transaction (`_transfer_create`, its commit and on-commit hooks)", "payments.services",
      "_transfer_create"),
-    ("    `_check_limits` (4 SUM queries)", "payments.services", "_check_limits"),
-    ("    wallet settings and account lookups (get-or-create, the payer's lock)", "payments.services",
-     "_lock_settings"),
-    ("    wallet settings and account lookups (get-or-create, the payer's lock)", "payments.services",
-     "wallet_settings_get"),
-    ("    wallet settings and account lookups (get-or-create, the payer's lock)", "payments.services", "account_for"),
-    ("    wallet settings and account lookups (get-or-create, the payer's lock)", "payments.services", "wallet_for"),
-    ("    wallet settings and account lookups (get-or-create, the payer's lock)", "payments.ledger", "account_for"),
-    ("    `ledger_post` x2, `accounts_lock` (locks, entries, postings, balances)", "payments.services", "ledger_post"),
-    ("    `ledger_post` x2, `accounts_lock` (locks, entries, postings, balances)", "payments.services",
-     "accounts_lock"),
+    ("    the chat's rule before the PIN (`direct_message_check`: friendship, blocks)", "messaging.selectors",
+     "direct_message_check"),
+    ("    the payer's settings row locked (one statement)", "payments.services", "_payer_lock"),
+    ("    the PIN judged (HMAC; a counted try or a reset written when needed)", "payments.services", "_pin_outcome"),
+    ("    `_transfer_reads` (receiver's auto-accept, today's spending, 3 accounts, the id: one statement)",
+     "payments.services", "_transfer_reads"),
+    ("    `ledger_post_rows` (locks, balances, entry, postings, the transfer row: one statement)",
+     "payments.services", "ledger_post_rows"),
     ("    `payment_message_post` (the chat's row lock, the message, publishing)", "messaging.services",
      "payment_message_post"),
     ("      `publish_many` (stream heads, 6 event rows)", "superapp.core.events", "publish_many"),
     ("    COMMIT", "django.db.backends.base.base.BaseDatabaseWrapper", "_commit"),
     ("    on-commit hooks: the doorbell (channel layer, Redis), push scheduling (presence, Celery)",
      "django.db.backends.base.base.BaseDatabaseWrapper", "run_and_clear_commit_hooks"),
+    ("      push scheduling (`notifications._schedule`: presence, window, due set)", "messaging.notifications",
+     "_schedule"),
+    ("        of which Celery enqueues (`apply_async`: once per due set, not per transfer)", "celery.app.task.Task",
+     "apply_async"),
 ]  # fmt: skip
 GRAB_STEPS = [
     ("red_packet_grab, all of it", "payments.red_packets", "red_packet_grab"),
@@ -71,13 +72,28 @@ GRAB_STEPS = [
     ("    on-commit hook: the doorbell (channel layer, Redis)", "django.db.backends.base.base.BaseDatabaseWrapper",
      "run_and_clear_commit_hooks"),
 ]  # fmt: skip
+_MW = "  the other Django middleware (security, session, locale, common, CSRF, auth, messages, clickjacking)"
 HTTP_STEPS = [
     ("the request through Django, all of it", "django.test.client.Client", "post"),
+    ("  Django's handler: middleware, URL, the view (`BaseHandler.get_response`)", "django.core.handlers.base.BaseHandler",
+     "get_response"),
+    ("  Django signals (request started/finished: old connections closed; model saves)",
+     "django.dispatch.dispatcher.Signal", "send"),
+    ("  URL resolving", "django.urls.resolvers.URLResolver", "resolve"),
+    ("  DRF's dispatch (`APIView.dispatch`: all below)", "rest_framework.views.APIView", "dispatch"),
+    ("  DRF's `initial` (authentication, permissions, throttles, content negotiation)", "rest_framework.views.APIView",
+     "initial"),
     ("  authentication (JWT check, the user and session in one SQL join)",
      "rest_framework_simplejwt.authentication.JWTAuthentication", "authenticate"),
-    ("  Idempotency-Key: claim the key (INSERT, commit)", "superapp.core.idempotency", "_claim"),
+    ("  parsing the JSON body", "rest_framework.parsers.JSONParser", "parse"),
+    ("  Idempotency-Key: claim the key", "superapp.core.idempotency", "_claim"),
     ("  Idempotency-Key: the request's fingerprint", "superapp.core.idempotency", "request_fingerprint"),
+    ("  Idempotency-Key: the response stored", "superapp.core.idempotency", "_store"),
+    ("  the input serializer (`TransferCreateSerializer` validation)", "payments.api.views", "_valid"),
     ("  `transfer_create` (the service, as above)", "payments.services", "transfer_create"),
+    ("  the output serializer (`TransferSerializer`)", "payments.api.serializers.TransferSerializer",
+     "to_representation"),
+    ("  DRF's `finalize_response` (renderer chosen, headers)", "rest_framework.views.APIView", "finalize_response"),
     ("  rendering the JSON response", "rest_framework.renderers.JSONRenderer", "render"),
     ("  the access log line (JSON, to stdout)", "logging.Logger", "handle"),
     ("  Prometheus metrics (django-prometheus middleware)", "django_prometheus.middleware.PrometheusBeforeMiddleware",
@@ -90,6 +106,21 @@ HTTP_STEPS = [
      "process_view"),
     ("  Prometheus metrics (django-prometheus middleware)", "django_prometheus.middleware.PrometheusAfterMiddleware",
      "process_response"),
+    (_MW, "django.middleware.security.SecurityMiddleware", "process_request"),
+    (_MW, "django.middleware.security.SecurityMiddleware", "process_response"),
+    (_MW, "django.contrib.sessions.middleware.SessionMiddleware", "process_request"),
+    (_MW, "django.contrib.sessions.middleware.SessionMiddleware", "process_response"),
+    (_MW, "django.middleware.locale.LocaleMiddleware", "process_request"),
+    (_MW, "django.middleware.locale.LocaleMiddleware", "process_response"),
+    (_MW, "django.middleware.common.CommonMiddleware", "process_request"),
+    (_MW, "django.middleware.common.CommonMiddleware", "process_response"),
+    (_MW, "django.middleware.csrf.CsrfViewMiddleware", "process_request"),
+    (_MW, "django.middleware.csrf.CsrfViewMiddleware", "process_view"),
+    (_MW, "django.middleware.csrf.CsrfViewMiddleware", "process_response"),
+    (_MW, "django.contrib.auth.middleware.AuthenticationMiddleware", "process_request"),
+    (_MW, "django.contrib.messages.middleware.MessageMiddleware", "process_request"),
+    (_MW, "django.contrib.messages.middleware.MessageMiddleware", "process_response"),
+    (_MW, "django.middleware.clickjacking.XFrameOptionsMiddleware", "process_response"),
 ]  # fmt: skip
 DRIVER = ("  of which in psycopg2 (send each statement, read its rows)", "django.db.backends.utils.CursorWrapper",
           "_execute")  # fmt: skip
@@ -110,7 +141,9 @@ class Meter:
             module, _, cls = path.rpartition(".")
             owner = getattr(importlib.import_module(module), cls)
         original = owner.__dict__.get(attr) if isinstance(owner, type) else None
-        original = original or getattr(owner, attr)
+        original = original or getattr(owner, attr, None)
+        if original is None:  # not in this version of the code: nothing to time
+            return
         meter = self
 
         @functools.wraps(original)
@@ -277,6 +310,16 @@ def _far():
     return timezone.now() + settings.SIMPLE_JWT["REFRESH_TOKEN_LIFETIME"]
 
 
+def _env() -> dict[str, str]:
+    """The bench's environment; ``PROFILE_DATABASE_URL`` / ``PROFILE_REDIS_URL`` point it at a
+    seeded copy of your own (so that a payments bench running meanwhile is left alone)."""
+    extra = {"LOG_LEVEL": "INFO"}
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if os.environ.get(f"PROFILE_{name}"):
+            extra[name] = os.environ[f"PROFILE_{name}"]
+    return django_env("b_pay_profile", **extra)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         print(json.dumps(main(int(sys.argv[2]))))
@@ -291,7 +334,7 @@ if __name__ == "__main__":
                 sys.argv[1] if len(sys.argv) > 1 else "300",
             ],
             cwd=ROOT,
-            env=django_env("b_pay_profile", LOG_LEVEL="INFO"),
+            env=_env(),
             capture_output=True,
             text=True,
         )

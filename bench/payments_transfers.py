@@ -14,8 +14,9 @@ b. **10 hot wallets with 100,000 earlier transfers** in the tables (loaded after
 Three targets per shape, interleaved over the rounds (A B C, B C A, C A B) so that a burst of
 load from elsewhere on the machine hits each alike:
 
-* **service layer**: ``payments.services.transfer_create`` (PIN, limits, escrow, auto-accept,
-  the chat message, events; tasks queued after commit) called by 16 client processes
+* **service layer**: ``payments.services.transfer_create`` (PIN, limits, auto-accept: one entry
+  from wallet to wallet, the chat message, events; tasks queued after commit) called by 16
+  client processes
   (``bench.payments_drive``);
 * **HTTP API**: ``POST /api/v1/payments/transfers`` with a JWT, the PIN and a fresh
   ``Idempotency-Key``, from wrk (16 connections, a Lua script picks the pair) through nginx ->

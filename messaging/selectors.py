@@ -137,27 +137,35 @@ class PaymentMessageAccess:
     is_group: bool
 
 
+# payment_message_access in one hand-written statement: it runs on every red-packet grab (the
+# crowd that arrives after the last share too), and building it with the ORM (a join, an
+# EXISTS over OuterRef) cost ~2.3 ms of CPU per call, more than the grab's money transaction.
+_PAYMENT_MESSAGE_ACCESS_SQL = """
+SELECT m.conversation_id, m.seq, c.kind
+  FROM messaging_message m
+  JOIN messaging_conversation c ON c.id = m.conversation_id
+ WHERE m.sender_id = %s AND m.client_msg_id = %s AND m.kind = %s
+   AND EXISTS (SELECT 1 FROM messaging_member mb
+                WHERE mb.conversation_id = m.conversation_id AND mb.user_id = %s
+                  AND mb.left_at IS NULL AND mb.joined_seq < m.seq)
+ LIMIT 1
+"""
+
+
 def payment_message_access(
     *, user_id: int, sender_id: int, kind: str, object_id: int
 ) -> PaymentMessageAccess | None:
     """The message of a payment (``kind`` transfer or red_packet, the payment's id, its sender)
     if ``user_id`` may see it now: an active member of its conversation who joined before it
     (the sender too). ``None`` for anyone else: a stranger, a member who left, a newcomer who
-    joined after it, or a payment without a message. One query."""
-    visible = Member.objects.filter(
-        conversation_id=OuterRef("conversation_id"),
-        user_id=user_id,
-        left_at__isnull=True,
-        joined_seq__lt=OuterRef("seq"),
-    )
-    row = (
-        Message.objects.filter(
-            sender_id=sender_id, client_msg_id=content.payment_client_msg_id(kind, object_id), kind=kind
+    joined after it, or a payment without a message. One query (at most one row: (sender,
+    client_msg_id) is unique)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PAYMENT_MESSAGE_ACCESS_SQL,
+            [sender_id, content.payment_client_msg_id(kind, object_id), kind, user_id],
         )
-        .filter(Exists(visible))
-        .values_list("conversation_id", "seq", "conversation__kind")
-        .first()
-    )
+        row = cursor.fetchone()
     if row is None:
         return None
     return PaymentMessageAccess(

@@ -285,6 +285,29 @@ class RedPacket(models.Model):
         return f"red packet {self.id} ({self.kind}) {self.total_amount}/{self.count}"
 
 
+class RedPacketShare(models.Model):
+    """One share of a red packet that nobody has grabbed yet, its amount drawn when the packet
+    was sent (WeChat splits a packet when it is sent, not when it is opened).
+
+    A grab deletes one (the lowest id it can lock: ``FOR UPDATE SKIP LOCKED``, so grabbers never
+    wait for each other here) and records it as a :class:`RedPacketGrab`; the expiry refund
+    deletes the rest. So a packet's rows are exactly its unclaimed shares: once no grab is in
+    flight, their count and sum are the packet's ``remaining_count`` and ``remaining_amount``.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # Indexed by (packet, id) below: a grab takes the lowest unclaimed id of its packet.
+    packet = models.ForeignKey(RedPacket, on_delete=models.PROTECT, related_name="shares", db_index=False)
+    amount = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="red_packet_share_positive")]
+        indexes = [models.Index(fields=["packet", "id"], name="red_packet_share_next")]
+
+    def __str__(self) -> str:
+        return f"unclaimed share of {self.amount} in {self.packet_id}"
+
+
 class RedPacketGrab(models.Model):
     id = models.BigAutoField(primary_key=True)
     packet = models.ForeignKey(RedPacket, on_delete=models.PROTECT, related_name="grabs")

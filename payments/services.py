@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -29,7 +30,7 @@ from superapp.core import events as core_events
 from superapp.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ValidationFailed
 
 from . import events, pins
-from .ledger import Leg, account_for, accounts_lock, ledger_post, money_atomic, wallet_for
+from .ledger import Leg, account_for, ledger_post, ledger_post_rows, money_atomic, wallet_for
 from .models import (
     AccountKind,
     Card,
@@ -147,45 +148,48 @@ def pin_verify(*, user_id: int, pin: str) -> None:
         Forbidden ``pin_not_set``, ``invalid_pin``; PinLocked ``pin_locked``;
         PinCheckUnavailable ``pin_check_unavailable`` (503) when the hash's key is missing.
     """
-    failure: ApplicationError | None = None
     with transaction.atomic():
         row = _lock_settings(user_id)
-        now = timezone.now()
-        if not row.pin_hash:
-            failure = Forbidden(_("Set a payment PIN first."), code="pin_not_set")
-        elif row.pin_locked_until and row.pin_locked_until > now:
-            failure = PinLocked(_("Too many wrong PINs. Payments are locked for a while."))
-        else:
-            try:
-                ok, rehash = pins.pin_matches(pin, row.pin_hash) if isinstance(pin, str) else (False, False)
-            except pins.PinKeyMissing as exc:
-                # The server lost the key of this hash: not the user's mistake, no attempt counted.
-                logger.error("payments.pin_key_missing", extra={"user_id": user_id, "key_id": str(exc)})
-                raise PinCheckUnavailable() from None
-            if ok:
-                changed = []
-                if rehash:  # hashed under an older key or hasher: re-hash under the current key
-                    row.pin_hash = pins.pin_hash(pin)
-                    changed.append("pin_hash")
-                if row.pin_failed_attempts:
-                    row.pin_failed_attempts = 0
-                    changed.append("pin_failed_attempts")
-                if changed:
-                    row.save(update_fields=changed)
-            else:
-                row.pin_failed_attempts += 1
-                if row.pin_failed_attempts >= settings.PAYMENTS_PIN_MAX_ATTEMPTS:
-                    row.pin_failed_attempts = 0
-                    row.pin_locked_until = now + settings.PAYMENTS_PIN_LOCK
-                    failure = PinLocked(_("Too many wrong PINs. Payments are locked for 3 hours."))
-                else:
-                    left = settings.PAYMENTS_PIN_MAX_ATTEMPTS - row.pin_failed_attempts
-                    failure = Forbidden(
-                        _("Wrong payment PIN (%(left)d tries left).") % {"left": left}, code="invalid_pin"
-                    )
-                row.save(update_fields=["pin_failed_attempts", "pin_locked_until"])
+        failure, changes = _pin_outcome(row, pin)
+        if changes:
+            WalletSettings.objects.filter(pk=user_id).update(**changes)
     if failure is not None:
         raise failure
+
+
+def _pin_outcome(row: WalletSettings, pin: str) -> tuple[ApplicationError | None, dict[str, Any]]:
+    """Judge ``pin`` against the settings row (the caller holds its lock): the error to raise
+    (None: right PIN) and the columns to write (a wrong try counted, a lock, a counter reset, a
+    re-hash under the current key). Writes nothing.
+
+    Raises:
+        PinCheckUnavailable: the hash names a key this server does not have (no try counted).
+    """
+    now = timezone.now()
+    if not row.pin_hash:
+        return Forbidden(_("Set a payment PIN first."), code="pin_not_set"), {}
+    if row.pin_locked_until and row.pin_locked_until > now:
+        return PinLocked(_("Too many wrong PINs. Payments are locked for a while.")), {}
+    try:
+        ok, rehash = pins.pin_matches(pin, row.pin_hash) if isinstance(pin, str) else (False, False)
+    except pins.PinKeyMissing as exc:
+        # The server lost the key of this hash: not the user's mistake, no attempt counted.
+        logger.error("payments.pin_key_missing", extra={"user_id": row.user_id, "key_id": str(exc)})
+        raise PinCheckUnavailable() from None
+    if ok:
+        changes: dict[str, Any] = {}
+        if rehash:  # hashed under an older key or hasher: re-hash under the current key
+            changes["pin_hash"] = pins.pin_hash(pin)
+        if row.pin_failed_attempts:
+            changes["pin_failed_attempts"] = 0
+        return None, changes
+    attempts = row.pin_failed_attempts + 1
+    if attempts >= settings.PAYMENTS_PIN_MAX_ATTEMPTS:
+        failure: ApplicationError = PinLocked(_("Too many wrong PINs. Payments are locked for 3 hours."))
+        return failure, {"pin_failed_attempts": 0, "pin_locked_until": now + settings.PAYMENTS_PIN_LOCK}
+    left = settings.PAYMENTS_PIN_MAX_ATTEMPTS - attempts
+    failure = Forbidden(_("Wrong payment PIN (%(left)d tries left).") % {"left": left}, code="invalid_pin")
+    return failure, {"pin_failed_attempts": attempts}
 
 
 # --- amounts and limits -----------------------------------------------------------------------
@@ -204,9 +208,52 @@ def _day_start(now: datetime) -> datetime:
     return timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _check_limits(*, payer: WalletSettings, amount: int, currency: str) -> None:
+# What the payer spent today in one currency: transfers not refunded, red packets, withdrawals not
+# failed, payments to merchants net of their refunds. One statement (PostgreSQL) instead of four.
+_SPENT_TODAY_SQL = """
+  (SELECT coalesce(sum(amount), 0) FROM payments_transfer
+    WHERE sender_id = %(user_id)s AND currency = %(currency)s AND created_at >= %(today)s AND status <> 'refunded')
++ (SELECT coalesce(sum(total_amount), 0) FROM payments_redpacket
+    WHERE sender_id = %(user_id)s AND currency = %(currency)s AND created_at >= %(today)s)
++ (SELECT coalesce(sum(amount), 0) FROM payments_withdrawal
+    WHERE user_id = %(user_id)s AND currency = %(currency)s AND created_at >= %(today)s AND status <> 'failed')
++ (SELECT coalesce(sum(amount - refunded_amount), 0) FROM payments_merchantorder
+    WHERE payer_id = %(user_id)s AND currency = %(currency)s AND paid_at >= %(today)s)
+"""
+
+
+def _spent_today(*, user_id: int, currency: str) -> int:
+    """The payer's spending today that counts toward the daily limit (see ``_SPENT_TODAY_SQL``)."""
+    today = _day_start(timezone.now())
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {_SPENT_TODAY_SQL}", {"user_id": user_id, "currency": currency, "today": today}
+            )
+            return int(cursor.fetchone()[0])
+    transfers = (
+        Transfer.objects.filter(sender_id=user_id, currency=currency, created_at__gte=today)
+        .exclude(status=Transfer.Status.REFUNDED)
+        .aggregate(total=Sum("amount"))["total"]
+    )
+    packets = RedPacket.objects.filter(sender_id=user_id, currency=currency, created_at__gte=today).aggregate(
+        total=Sum("total_amount")
+    )["total"]
+    withdrawals = (
+        Withdrawal.objects.filter(user_id=user_id, currency=currency, created_at__gte=today)
+        .exclude(status=Withdrawal.Status.FAILED)
+        .aggregate(total=Sum("amount"))["total"]
+    )
+    merchant_payments = MerchantOrder.objects.filter(
+        payer_id=user_id, currency=currency, paid_at__gte=today
+    ).aggregate(total=Sum(F("amount") - F("refunded_amount")))["total"]
+    return (transfers or 0) + (packets or 0) + (withdrawals or 0) + (merchant_payments or 0)
+
+
+def _check_limits(*, payer: WalletSettings, amount: int, currency: str, spent: int | None = None) -> None:
     """Per-payment and per-day limits of the payer's level. Caller holds the payer's settings
-    row lock, which serializes one payer's payments so the daily sum cannot be raced."""
+    row lock, which serializes one payer's payments so the daily sum cannot be raced. ``spent``:
+    today's spending when the caller read it already (after taking that lock)."""
     limits = settings.PAYMENTS_LIMITS[payer.verification_level]
     if amount > limits["per_payment"]:
         raise ValidationFailed(
@@ -214,25 +261,8 @@ def _check_limits(*, payer: WalletSettings, amount: int, currency: str) -> None:
             code="limit_per_payment",
             fields={"amount": [str(limits["per_payment"])]},
         )
-    today = _day_start(timezone.now())
-    transfers = (
-        Transfer.objects.filter(sender_id=payer.user_id, currency=currency, created_at__gte=today)
-        .exclude(status=Transfer.Status.REFUNDED)
-        .aggregate(total=Sum("amount"))["total"]
-    )
-    packets = RedPacket.objects.filter(
-        sender_id=payer.user_id, currency=currency, created_at__gte=today
-    ).aggregate(total=Sum("total_amount"))["total"]
-    withdrawals = (
-        Withdrawal.objects.filter(user_id=payer.user_id, currency=currency, created_at__gte=today)
-        .exclude(status=Withdrawal.Status.FAILED)
-        .aggregate(total=Sum("amount"))["total"]
-    )
-    # Payments to merchants (Payments II), net of what they refunded.
-    merchant_payments = MerchantOrder.objects.filter(
-        payer_id=payer.user_id, currency=currency, paid_at__gte=today
-    ).aggregate(total=Sum(F("amount") - F("refunded_amount")))["total"]
-    spent = (transfers or 0) + (packets or 0) + (withdrawals or 0) + (merchant_payments or 0)
+    if spent is None:
+        spent = _spent_today(user_id=payer.user_id, currency=currency)
     if spent + amount > limits["per_day"]:
         raise ValidationFailed(_("This payment would exceed your daily limit."), code="limit_per_day")
 
@@ -432,64 +462,226 @@ def transfer_create(
     *, sender_id: int, receiver_id: int, amount: int, pin: str, note: str = "", currency: str | None = None
 ) -> Transfer:
     """Send money to a friend, shown as a ``transfer`` message in their direct chat (created on
-    first use). It waits in escrow until the receiver accepts it (at once when they
-    auto-accept), or goes back to the sender after ``PAYMENTS_TRANSFER_TTL``. Who may receive:
-    whoever the sender may message (messaging's rule: friends, or a receiver who accepts
-    strangers; no block either way)."""
+    first use). It waits in escrow until the receiver accepts it, or goes back to the sender
+    after ``PAYMENTS_TRANSFER_TTL``; when the receiver auto-accepts, it goes straight from wallet
+    to wallet in one journal entry and is born ``accepted``. Who may receive: whoever the sender
+    may message (messaging's rule: friends, or a receiver who accepts strangers; no block either
+    way), checked before the PIN, so a refusal spends no PIN try.
+
+    One money transaction does it all: the chat rule, the payer's settings row locked, the PIN
+    judged, the limits, the ledger entry with the transfer row (one statement on PostgreSQL),
+    the chat message and the events. A wrong PIN ends it early: the counted try (or the lock)
+    is committed, nothing else, and the error raised after the commit.
+    """
     currency = currency or settings.PAYMENTS_DEFAULT_CURRENCY
     _check_amount(amount, currency)
     if len(note) > 100:
         raise ValidationFailed(fields={"note": [_("At most 100 characters.")]})
     if receiver_id == sender_id:
         raise ValidationFailed(_("You cannot transfer to yourself."), code="self_transfer")
-    # Refused before the PIN is checked; the message's service checks again under the chat's lock.
-    chat_selectors.send_check(sender_id=sender_id, to_user_id=receiver_id)
-    pin_verify(user_id=sender_id, pin=pin)
-    return _transfer_create(
-        sender_id=sender_id, receiver_id=receiver_id, amount=amount, note=note, currency=currency
+    pin_state_first = True
+    while True:
+        outcome = _transfer_create(
+            sender_id=sender_id,
+            receiver_id=receiver_id,
+            amount=amount,
+            pin=pin,
+            note=note,
+            currency=currency,
+            pin_state_first=pin_state_first,
+        )
+        if isinstance(outcome, Transfer):
+            return outcome
+        if isinstance(outcome, ApplicationError):
+            raise outcome  # a wrong PIN: its try is committed
+        # A right PIN whose row had to change (a counter reset, a re-hash): committed on its
+        # own first, as pin_verify would, so that it holds even if the transfer then fails.
+        pin_state_first = False
+
+
+# The payer's settings row, locked: the PIN, its counter, the level of the limits. Taken first,
+# in its own statement, so that the reads after it (today's spending) see every payment of this
+# payer committed before the lock was granted.
+_PAYER_LOCK_SQL = """
+SELECT pin_hash, pin_failed_attempts, pin_locked_until, verification_level, auto_accept_transfers
+  FROM payments_walletsettings WHERE user_id = %s FOR UPDATE
+"""
+# Everything else a transfer reads, in one round trip: the receiver's auto-accept, the payer's
+# spending today, the three accounts (NULL when not made yet), and the transfer's id.
+_TRANSFER_READS_SQL = """
+SELECT (SELECT auto_accept_transfers FROM payments_walletsettings WHERE user_id = %(receiver_id)s),
+       {spent},
+       (SELECT id FROM payments_ledgeraccount
+         WHERE kind = 'wallet' AND owner_id = %(user_id)s AND currency = %(currency)s),
+       (SELECT id FROM payments_ledgeraccount
+         WHERE kind = 'wallet' AND owner_id = %(receiver_id)s AND currency = %(currency)s),
+       (SELECT id FROM payments_ledgeraccount
+         WHERE kind = 'transfer_escrow' AND owner_id = %(user_id)s AND currency = %(currency)s),
+       nextval(pg_get_serial_sequence('payments_transfer', 'id'))
+""".replace("{spent}", _SPENT_TODAY_SQL)
+# The transfer row, inserted with its ledger entry (``ledger_post_rows``), only when it is funded.
+_TRANSFER_INSERT_CTE = """,
+transfer AS (
+    INSERT INTO payments_transfer
+        (id, sender_id, receiver_id, amount, currency, note, status, created_at, expires_at, resolved_at)
+    SELECT %(t_id)s, %(t_sender)s, %(t_receiver)s, %(t_amount)s, %(t_currency)s, %(t_note)s, %(t_status)s,
+           %(t_now)s, %(t_expires)s, %(t_resolved)s::timestamptz
+      FROM ok WHERE ok.funded
+)"""
+
+
+def _payer_lock(user_id: int) -> WalletSettings | None:
+    """The payer's settings row, locked (None: never made, so no PIN either)."""
+    if connection.vendor != "postgresql":
+        return _lock_settings(user_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_PAYER_LOCK_SQL, [user_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    payer = WalletSettings(
+        user_id=user_id,
+        pin_hash=row[0],
+        pin_failed_attempts=row[1],
+        pin_locked_until=row[2],
+        verification_level=row[3],
+        auto_accept_transfers=row[4],
+    )
+    payer._state.adding, payer._state.db = False, connection.alias
+    return payer
+
+
+def _transfer_reads(
+    *, sender_id: int, receiver_id: int, currency: str
+) -> tuple[bool, int, int, int, int | None, int | None]:
+    """(receiver auto-accepts, payer's spending today, sender's wallet, receiver's wallet,
+    sender's escrow, the new transfer's id or None). Accounts are made on first use."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _TRANSFER_READS_SQL,
+                {
+                    "user_id": sender_id,
+                    "receiver_id": receiver_id,
+                    "currency": currency,
+                    "today": _day_start(timezone.now()),
+                },
+            )
+            auto_accept, spent, sender_wallet, receiver_wallet, escrow, transfer_id = cursor.fetchone()
+        # First payments of a user: make the missing accounts (race-free get-or-create).
+        if sender_wallet is None:
+            sender_wallet = wallet_for(user_id=sender_id, currency=currency).id
+        if receiver_wallet is None:
+            receiver_wallet = wallet_for(user_id=receiver_id, currency=currency).id
+        if escrow is None and not auto_accept:
+            escrow = account_for(kind=AccountKind.TRANSFER_ESCROW, owner_id=sender_id, currency=currency).id
+        return bool(auto_accept), int(spent), sender_wallet, receiver_wallet, escrow, transfer_id
+    return (
+        wallet_settings_get(user_id=receiver_id).auto_accept_transfers,
+        _spent_today(user_id=sender_id, currency=currency),
+        wallet_for(user_id=sender_id, currency=currency).id,
+        wallet_for(user_id=receiver_id, currency=currency).id,
+        account_for(kind=AccountKind.TRANSFER_ESCROW, owner_id=sender_id, currency=currency).id,
+        None,
     )
 
 
 @money_atomic
-def _transfer_create(*, sender_id: int, receiver_id: int, amount: int, note: str, currency: str) -> Transfer:
-    payer = _lock_settings(sender_id)
-    _check_limits(payer=payer, amount=amount, currency=currency)
-    auto_accept = wallet_settings_get(user_id=receiver_id).auto_accept_transfers
-    sender_wallet = wallet_for(user_id=sender_id, currency=currency)
-    escrow = account_for(kind=AccountKind.TRANSFER_ESCROW, owner_id=sender_id, currency=currency)
-    receiver_wallet = wallet_for(user_id=receiver_id, currency=currency)
+def _transfer_create(
+    *,
+    sender_id: int,
+    receiver_id: int,
+    amount: int,
+    pin: str,
+    note: str,
+    currency: str,
+    pin_state_first: bool,
+) -> Transfer | ApplicationError | None:
+    """The money transaction of :func:`transfer_create`. Returns the transfer; or, to be
+    committed and then raised, a wrong PIN's error; or None when a right PIN changed its row
+    (``pin_state_first``) and that alone is committed: the caller runs it again."""
+    # The chat's rule first, before the PIN: a refusal spends no try. The message's service
+    # checks again under the chat's lock.
+    chat_selectors.direct_message_check(sender_id=sender_id, peer_id=receiver_id)
+    payer = _payer_lock(sender_id)
+    if payer is None:
+        raise Forbidden(_("Set a payment PIN first."), code="pin_not_set")
+    failure, pin_changes = _pin_outcome(payer, pin)
+    if pin_changes:
+        WalletSettings.objects.filter(pk=sender_id).update(**pin_changes)
+    if failure is not None:
+        if pin_changes:
+            return failure  # commit the counted try (or the lock), then raise
+        raise failure
+    if pin_changes and pin_state_first:
+        return None
+    auto_accept, spent, sender_wallet, receiver_wallet, escrow, transfer_id = _transfer_reads(
+        sender_id=sender_id, receiver_id=receiver_id, currency=currency
+    )
+    _check_limits(payer=payer, amount=amount, currency=currency, spent=spent)
     now = timezone.now()
-    transfer = Transfer.objects.create(
-        sender_id=sender_id,
-        receiver_id=receiver_id,
-        amount=amount,
-        currency=currency,
-        note=note,
-        expires_at=now + settings.PAYMENTS_TRANSFER_TTL,
-    )
-    if auto_accept:
-        # Lock all three accounts at once, in id order, before the two entries.
-        accounts_lock(account_ids=[sender_wallet.id, escrow.id, receiver_wallet.id])
-    ledger_post(
-        kind=JournalEntry.Kind.TRANSFER_SEND,
-        reference=f"transfer:{transfer.id}:send",
-        legs=[Leg(sender_wallet, -amount), Leg(escrow, amount)],
-        memo=note,
-    )
+    # Auto-accepted: one entry, wallet to wallet (received at once, as WeChat shows it). Else the
+    # money waits in the sender's escrow until accepted, returned or expired.
+    target_account = receiver_wallet if auto_accept else escrow
+    fields = {
+        "sender_id": sender_id,
+        "receiver_id": receiver_id,
+        "amount": amount,
+        "currency": currency,
+        "note": note,
+        "status": Transfer.Status.ACCEPTED if auto_accept else Transfer.Status.PENDING,
+        "created_at": now,
+        "expires_at": now + settings.PAYMENTS_TRANSFER_TTL,
+        "resolved_at": now if auto_accept else None,
+    }
+    if transfer_id is not None:  # PostgreSQL: the row and the entry in one statement
+        ledger_post_rows(
+            kind=JournalEntry.Kind.TRANSFER_SEND,
+            reference=f"transfer:{transfer_id}:send",
+            memo=note,
+            legs=[(sender_wallet, -amount, currency), (target_account, amount, currency)],
+            now=now,
+            extra_sql=_TRANSFER_INSERT_CTE,
+            extra_params={
+                "t_id": transfer_id,
+                "t_sender": sender_id,
+                "t_receiver": receiver_id,
+                "t_amount": amount,
+                "t_currency": currency,
+                "t_note": note,
+                "t_status": str(fields["status"]),
+                "t_now": now,
+                "t_expires": fields["expires_at"],
+                "t_resolved": fields["resolved_at"],
+            },
+        )
+        transfer = Transfer(id=transfer_id, **fields)
+        transfer._state.adding, transfer._state.db = False, connection.alias
+    else:
+        transfer = Transfer.objects.create(**fields)
+        ledger_post(
+            kind=JournalEntry.Kind.TRANSFER_SEND,
+            reference=f"transfer:{transfer.id}:send",
+            legs=[
+                Leg(LedgerAccount(id=sender_wallet, currency=currency), -amount),
+                Leg(LedgerAccount(id=target_account, currency=currency), amount),
+            ],
+            memo=note,
+        )
+    payload = events.transfer_payload(transfer)
+    # ``created`` shows the transfer as it was sent (pending), ``accepted`` as it is now: the
+    # same two events as a transfer accepted by hand.
     specs = [
         core_events.EventSpec(
             user_ids=[sender_id, receiver_id],
             type=events.TRANSFER_CREATED,
-            data=events.transfer_payload(transfer),
+            data={**payload, "status": Transfer.Status.PENDING.value, "resolved_at": None},
         )
     ]
     if auto_accept:
-        _settle(transfer, to_receiver=True, escrow=escrow, now=now)
         specs.append(
             core_events.EventSpec(
-                user_ids=[sender_id, receiver_id],
-                type=events.TRANSFER_ACCEPTED,
-                data=events.transfer_payload(transfer),
+                user_ids=[sender_id, receiver_id], type=events.TRANSFER_ACCEPTED, data=payload
             )
         )
     # After the ledger: locks the direct chat, stores the bubble, publishes everything at once.

@@ -60,7 +60,8 @@ def payment_message_post(
     and in a direct chat 403 ``blocked`` / ``not_friends``.
 
     Must run inside the caller's (money) transaction; a later failure there rolls the message
-    back too. Locks the conversation row, stores the message (``client_msg_id`` =
+    back too. Locks the conversation row (in an existing conversation, in the same statement that
+    checks the membership and takes the message's number), stores the message (``client_msg_id`` =
     ``<kind>/<object_id>``: one message per payment, by the unique constraint), and publishes
     ``message.new`` (and ``conversation.new`` for a new direct chat) with ``also_publish`` in
     one ``publish_many``, so every stream head is locked once, in id order. Offline members get
@@ -73,6 +74,13 @@ def payment_message_post(
             fields={"conversation_id": [_("One of the two is required.")]},
         )
     specs: list[core_events.EventSpec] = []
+    claimed = False
+    if to_user_id is not None and to_user_id != sender_id:
+        # The direct chat usually exists (a transfer follows a chat): then take the fast lane
+        # below, which locks it and checks the rule again, as for any conversation.
+        conversation_id = _direct_conversation_id(sender_id, to_user_id)
+        if conversation_id is not None:
+            to_user_id = None
     if to_user_id is not None:
         conv, created = _direct_conversation(sender_id=sender_id, peer_id=to_user_id)
         r = _core.roster(conv.pk, user_id=sender_id)
@@ -83,9 +91,17 @@ def payment_message_post(
                 )
             )
     else:
+        # message_send's fast lane: one statement locks the conversation, checks that the sender
+        # is an active member, takes the number and moves the sender's read mark; a direct chat
+        # needs no member query (nobody leaves it).
         assert conversation_id is not None
-        r = _core.roster(conversation_id, user_id=sender_id)
+        conv = _core.claim_seq(conversation_id, reader_id=sender_id)
+        if conv.kind == Conversation.Kind.DIRECT:
+            r = _core.direct_roster(conv)
+        else:
+            r = _core.Roster(conv, _core.active_members([conv.pk]).get(conv.pk, {}))
         _core.check_can_post(r, sender_id=sender_id)
+        claimed = True
     msg = _core.append(
         r,
         sender_id=sender_id,
@@ -93,6 +109,7 @@ def payment_message_post(
         body=body,
         client_msg_id=content.payment_client_msg_id(kind, object_id),
         reader_id=sender_id,
+        claimed=claimed,
     )
     specs.append(_core.new_message_spec(r, msg))
     core_events.publish_many(specs=[*specs, *also_publish])
@@ -100,6 +117,19 @@ def payment_message_post(
         sender_id=sender_id, recipient_ids=[u for u in r.members if u != sender_id]
     )
     return PaymentPost(message=msg, member_ids=r.user_ids, is_group=r.conversation.is_group)
+
+
+def _direct_conversation_id(user_id: int, peer_id: int) -> int | None:
+    """The id of the pair's direct chat, or None (one plain statement: the ORM's query building
+    cost three times the query here)."""
+    low, high = sorted((user_id, peer_id))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM messaging_conversation WHERE kind = %s AND user_low_id = %s AND user_high_id = %s",
+            [Conversation.Kind.DIRECT.value, low, high],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def payment_message_update(

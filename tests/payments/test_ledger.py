@@ -5,11 +5,22 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payments import tasks
-from payments.ledger import InsufficientFunds, Leg, account_for, ledger_post, ledger_reconcile, wallet_for
+from payments.ledger import (
+    InsufficientFunds,
+    Leg,
+    account_for,
+    ledger_balances_apply,
+    ledger_entry_book,
+    ledger_post,
+    ledger_post_rows,
+    ledger_reconcile,
+    wallet_for,
+)
 from payments.models import AccountKind, JournalEntry, LedgerAccount, Posting, ReconciliationRun
 
 from .conftest import fund
@@ -194,3 +205,64 @@ def test_any_sequence_of_moves_keeps_the_invariants(make_user, funding, steps):
         assert ledger_reconcile().ok
     finally:
         transaction.savepoint_rollback(sid)
+
+
+# --- the two-halves booking (red-packet grabs) and a leg's currency -----------------------------
+
+
+@pytest.mark.django_db
+def test_a_refused_balances_apply_moves_no_balance(alice, bob):
+    """``ledger_balances_apply`` is all or nothing: when one account would go below zero it
+    raises ``InsufficientFunds`` having moved none, so a caller that catches it cannot commit a
+    credit without its debit (the booked entry is the caller's to roll back)."""
+    escrow = account_for(kind=AccountKind.RED_PACKET_ESCROW, owner_id=alice.pk)
+    wallet = wallet_for(user_id=bob.pk)
+    with transaction.atomic():
+        booked = ledger_entry_book(
+            kind="adjustment", reference="t:apply", legs=[Leg(escrow, -5), Leg(wallet, 5)]
+        )
+        with pytest.raises(InsufficientFunds):
+            ledger_balances_apply(booked=[booked])
+        moved = {a.id: a.balance for a in LedgerAccount.objects.filter(pk__in=[escrow.pk, wallet.pk])}
+        transaction.set_rollback(True)
+    assert moved == {escrow.pk: 0, wallet.pk: 0}
+
+
+def _mislabelled(account: LedgerAccount, currency: str) -> LedgerAccount:
+    """The account as a caller with a bug holds it: right id, wrong currency."""
+    return LedgerAccount(id=account.id, kind=account.kind, owner_id=account.owner_id, currency=currency)
+
+
+@pytest.mark.django_db
+def test_a_leg_in_another_currency_than_its_account_is_refused(alice):
+    """A leg must be in its account's currency: otherwise an entry balancing per currency could
+    move CNY against USD. Every way to book refuses it (ValueError) and writes nothing."""
+    usd_clearing = account_for(kind=AccountKind.PROVIDER_CLEARING, currency="USD")
+    cny_wallet = wallet_for(user_id=alice.pk, currency="CNY")
+    legs = [Leg(usd_clearing, -5), Leg(_mislabelled(cny_wallet, "USD"), 5)]
+    entries = JournalEntry.objects.count()
+    with transaction.atomic():
+        with pytest.raises(ValueError, match="currency"):
+            ledger_post(kind="adjustment", reference="t:fx1", legs=legs)
+        with pytest.raises(ValueError, match="currency"):
+            ledger_post_rows(
+                kind="adjustment",
+                reference="t:fx2",
+                memo="",
+                legs=[(usd_clearing.id, -5, "USD"), (cny_wallet.id, 5, "USD")],
+                now=timezone.now(),
+            )
+        with pytest.raises(ValueError, match="currency"):
+            ledger_entry_book(kind="adjustment", reference="t:fx3", legs=legs)
+    assert JournalEntry.objects.count() == entries
+    assert not Posting.objects.filter(account_id=cny_wallet.pk).exists()
+    assert LedgerAccount.objects.get(pk=cny_wallet.pk).balance == 0
+
+
+@pytest.mark.django_db
+def test_booking_an_unknown_account_in_two_halves_is_refused(alice):
+    wallet = wallet_for(user_id=alice.pk)
+    ghost = LedgerAccount(id=10**12, kind=AccountKind.WALLET, owner_id=alice.pk, currency=wallet.currency)
+    with transaction.atomic(), pytest.raises(ValueError, match="unknown ledger account"):
+        ledger_entry_book(kind="adjustment", reference="t:ghost", legs=[Leg(wallet, -1), Leg(ghost, 1)])
+    assert not JournalEntry.objects.filter(reference="t:ghost").exists()
