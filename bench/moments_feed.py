@@ -5,7 +5,10 @@
    (``bench.moments_seed``), at 64 connections, on the production topology (nginx -> gunicorn).
    Anchor, same run, same server: the bare Django view doing one primary-key SELECT
    (``bench.anchors.pk_select_view``) under the same gunicorn, straight and behind the same nginx.
-   Goal: at least 0.5x the anchor's req/s.
+   Goal: at least 0.5x the anchor's req/s. The feed is measured with the first-page cache on
+   (``moments.feed_cache``, production's default) and, on a server of its own in the same rounds,
+   with ``MOMENTS_FEED_CACHE=false`` (every read runs the page statement, as every miss does);
+   the cache-on server's hit rate is read from its ``/metrics``. The load is reads only.
 2. **Fan-out.** From ``POST /api/v1/moments/posts`` until the post is in the timeline of every
    friend (polled in PostgreSQL every 2 ms), for authors with 500 and 5,000 friends, through the
    production web server and a real Celery worker (prefork, 2 processes). 500 friends are written
@@ -30,10 +33,13 @@ from pathlib import Path
 from . import load
 from .env import ROOT, RUN_DIR, database_url, http_json, login, server_env
 from .measure import Target, compare, ratio, save, table
-from .stacks import PSYCOPG2_PERSISTENT, Anchor, Running, start_all
+from .stacks import PSYCOPG2_PERSISTENT, Anchor, Running, Stack, gunicorn_production, start_all
 from .topology import PRODUCTION
 
 CONNECTIONS = 64
+# The production server with the feed cache turned off, no proxy: what every miss costs.
+NO_CACHE = Stack("prod_nocache", "wsgi", PSYCOPG2_PERSISTENT, proxy=False,
+                 gunicorn_env={**gunicorn_production(), "MOMENTS_FEED_CACHE": "false"})  # fmt: skip
 FANOUT_REPEATS = 5
 
 
@@ -44,6 +50,7 @@ def run(*, rounds: int, seconds: float) -> str:
     try:
         items.append(anchor := Anchor("django", proxy=True))
         items.append(prod := Running(PRODUCTION))
+        items.append(nocache := Running(NO_CACHE))
         worker = _start_worker()
         start_all(items)
         _wait_worker(worker)
@@ -66,13 +73,20 @@ def run(*, rounds: int, seconds: float) -> str:
                              prod.app.url + "/api/v1/moments/feed", prod.app.cpu_seconds, auth)  # fmt: skip
         feed_prod = Target("feed_production", PRODUCTION.label, prod.url + "/api/v1/moments/feed",
                            prod.cpu_seconds, auth, f"b_{PRODUCTION.key}")  # fmt: skip
-        targets = [anchor_direct, feed_direct, anchor_proxy, feed_prod]
+        feed_nocache = Target("feed_nocache", NO_CACHE.label + ", MOMENTS_FEED_CACHE=false",
+                              nocache.app.url + "/api/v1/moments/feed", nocache.app.cpu_seconds, auth,
+                              f"b_{NO_CACHE.key}")  # fmt: skip
+        targets = [anchor_direct, feed_direct, feed_nocache, anchor_proxy, feed_prod]
+        cache_before = _cache_outcomes(prod.app.url)
         print(f"moments: feed, {len(targets)} targets at {CONNECTIONS} connections, {rounds} rounds of "
               f"{seconds:g}s", flush=True)  # fmt: skip
         app = f"b_{PRODUCTION.key}"
         pg_ms = _rounds(targets, rounds=rounds, seconds=seconds, pg_apps={
             "anchor_django": "b_anchor_django", "anchor_django_nginx": "b_anchor_django",
-            "feed_direct": app, "feed_production": app})  # fmt: skip
+            "feed_direct": app, "feed_production": app, "feed_nocache": f"b_{NO_CACHE.key}"})  # fmt: skip
+        cache_after = _cache_outcomes(prod.app.url)
+        if _cache_outcomes(nocache.app.url):
+            raise SystemExit("the cache-off server used the feed cache")
 
         print("moments: fan-out", flush=True)
         fanout = {n: _fan_out(prod.url, f"mpub{n}", n) for n in (500, 5000)}
@@ -85,11 +99,19 @@ def run(*, rounds: int, seconds: float) -> str:
 
     rows = [
         ("anchor", anchor_direct, ""),
-        ("**feed, same server**", feed_direct, f"**{compare(feed_direct, anchor_direct, 'the Django anchor')}**"),
+        ("**feed, cache on, same server**", feed_direct,
+         f"**{compare(feed_direct, anchor_direct, 'the Django anchor')}**"),
+        ("feed, cache OFF (every read runs the page statement)", feed_nocache,
+         compare(feed_nocache, anchor_direct, "the Django anchor")),
         ("anchor", anchor_proxy, compare(anchor_proxy, anchor_direct, "the Django anchor") + " (the proxy's cost)"),
-        ("feed, production (nginx)", feed_prod, compare(feed_prod, anchor_proxy, "the anchor behind the same nginx")),
+        ("feed, cache on, production (nginx)", feed_prod,
+         compare(feed_prod, anchor_proxy, "the anchor behind the same nginx")),
     ]  # fmt: skip
     goal = ratio(feed_direct, anchor_direct)
+    goal_off = ratio(feed_nocache, anchor_direct)
+    served = {k: cache_after.get(k, 0) - cache_before.get(k, 0) for k in ("hit", "miss", "stored", "skipped")}
+    reads = served["hit"] + served["miss"]
+    hit_rate = served["hit"] / reads if reads else 0.0
     fan_rows = [
         "| friends | path | publish answered (median) | in every timeline: median | max | "
         "anchor: one INSERT ... SELECT of the rows (median) | ratio |",
@@ -108,12 +130,20 @@ def run(*, rounds: int, seconds: float) -> str:
         f"### moments: home feed at {CONNECTIONS} connections (500 friends, 20,000 posts in the database)",
         "",
         f"A page is 20 posts with {images} images and {shown} likes and comments, rendered for the viewer "
-        "(2 queries: the session, then the page in one prepared statement, moments/feed.py).",
+        "(2 queries on a miss: the session, then the page in one prepared statement, moments/feed.py; "
+        "on a hit the session only, and one Redis round trip, moments/feed_cache.py).",
         "",
         table(rows),
         "",
         f"Goal (at least 0.5x the Django anchor's req/s under the same server): "
-        f"{'met' if goal >= 0.5 else 'NOT met'} ({goal:.2f}x).",
+        f"{'met' if goal >= 0.5 else 'NOT met'} with the first-page cache on ({goal:.2f}x); "
+        f"cache off: {goal_off:.2f}x.",
+        "",
+        f"Feed cache (moments/feed_cache.py) on the cache-on server during the measured rounds: "
+        f"{served['hit']:,.0f} hits, {served['miss']:,.0f} misses ({served['stored']:,.0f} stored, "
+        f"{served['skipped']:,.0f} not stored): **hit rate {hit_rate:.1%}**. The load is reads only "
+        "(no write ends an entry while it runs): the cache-on figure is a warm cache's, the "
+        "cache-off figure every miss's. The cache-off server also runs the page statement on every read.",
         "",
         "PostgreSQL CPU per request (its backends serving each server, median of the rounds; not in "
         "\"server CPU\", on the same 2 cores): "
@@ -128,6 +158,21 @@ def run(*, rounds: int, seconds: float) -> str:
     ])  # fmt: skip
     save("moments", {"targets": targets, "fanout": fanout, "floor": floor})
     return text
+
+
+def _cache_outcomes(base_url: str) -> dict[str, float]:
+    """The feed cache's counters (``superapp_moments_feed_cache_total``) summed over a server's
+    processes, from its Prometheus endpoint."""
+    import urllib.request
+
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith('superapp_moments_feed_cache_total{outcome="'):
+            outcome = line.split('"')[1]
+            counts[outcome] = counts.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def _rounds(

@@ -120,9 +120,13 @@ class ReportAdmin(UserIdSearch, ModerationAdmin):
 
     @admin.action(description=_("Hide the reported posts"), permissions=["moderate"])
     def hide_posts(self, request, queryset):
-        count = services.report_review(
-            report_ids=queryset.values_list("pk", flat=True), by=request.user, action="hide"
-        )
+        try:
+            count = services.report_review(
+                report_ids=queryset.values_list("pk", flat=True), by=request.user, action="hide"
+            )
+        except ApplicationError as exc:  # e.g. the feed cache could not be told (503): nothing done
+            self.message_user(request, exc.message, messages.ERROR)
+            return
         self.message_user(request, ngettext("%d report acted on.", "%d reports acted on.", count) % count)
 
     @admin.action(description=_("Dismiss the reports (leave the posts)"), permissions=["moderate"])

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import re
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,7 +127,10 @@ SELECT listed.created, p.id, (SELECT count(*) FROM page) > %(limit)s, json_build
         ORDER BY l.created_at, l.id LIMIT %(likes)s) x), '[]'),
     'comments', COALESCE(shown.comments, '[]'),
     'more_comments', COALESCE(shown.more, false)
-)::text
+)::text,
+-- the author's "last N days" for this viewer (0: none), for the page cache's expiry (feed_cache)
+CASE WHEN p.author_id = %(viewer)s THEN 0 ELSE COALESCE((
+    SELECT m.visible_days FROM moments_momentsprofile m WHERE m.user_id = p.author_id), 0) END
 FROM listed JOIN moments_post p ON p.id = listed.post_id JOIN {users} u ON u.id = p.author_id
 LEFT JOIN LATERAL (
     -- one comment more than shown, to tell whether there are more
@@ -214,10 +218,23 @@ def _fetch_page(params: dict[str, Any]) -> list[tuple]:
         return cursor.fetchall()
 
 
+def statement_name() -> str:
+    """The prepared statement's name: it changes with the statement's text."""
+    return _prepared()[0].split()[1]
+
+
 @dataclass(frozen=True)
 class FeedPage:
     posts: list[dict[str, Any]]
     next_position: tuple[datetime, int] | None  # (created, post_id) of the last entry, if more
+    # When the first post shown leaves its author's "last N days" window (None: none will).
+    expires_at: datetime | None = None
+
+
+def expiry(windows: Iterable[tuple[datetime, int]]) -> datetime | None:
+    """The first moment a post leaves its window: ``(timeline time, window days)`` pairs, 0 = none."""
+    ends = [created + timedelta(days=days) for created, days in windows if days]
+    return min(ends) if ends else None
 
 
 def _with_urls(brief: dict[str, Any] | None) -> None:
@@ -254,6 +271,10 @@ def feed_page(*, viewer_id: int, before: tuple[datetime, int] | None, limit: int
         **{f"cutoff_{days}": now - timedelta(days=days) for days in WINDOWS},
     }
     rows = _fetch_page(params)
-    posts = [_post(text) for _created, _post_id, _more, text in rows]
+    posts = [_post(text) for _created, _post_id, _more, text, _days in rows]
     next_position = (rows[-1][0], rows[-1][1]) if rows and rows[0][2] else None
-    return FeedPage(posts=posts, next_position=next_position)
+    return FeedPage(
+        posts=posts,
+        next_position=next_position,
+        expires_at=expiry((created, days) for created, _id, _more, _text, days in rows),
+    )

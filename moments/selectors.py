@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts import selectors as account_selectors
 from superapp.core.errors import NotFound
 
-from . import events
+from . import events, feed_cache
 from . import feed as feed_sql
 from .feed import FeedPage
 from .models import (
@@ -172,7 +172,23 @@ def feed_page_orm(*, viewer_id: int, before: tuple[datetime, int] | None, limit:
         entry.post.liked_by_me = entry.liked_by_me
         posts.append(events.post(entry.post, viewer_id=viewer_id))
     last = entries[limit - 1] if len(entries) > limit else None
-    return FeedPage(posts=posts, next_position=(last.created, last.post_id) if last else None)
+    others = {e.post.author_id for e in entries[:limit]} - {viewer_id}
+    windows = dict(MomentsProfile.objects.filter(user_id__in=others).values_list("user_id", "visible_days"))
+    return FeedPage(
+        posts=posts,
+        next_position=(last.created, last.post_id) if last else None,
+        expires_at=feed_sql.expiry((e.created, windows.get(e.post.author_id, 0)) for e in entries[:limit]),
+    )
+
+
+def feed_first_page(*, viewer_id: int, limit: int) -> feed_cache.RenderedPage:
+    """The first page of the home feed, rendered (``results`` as JSON bytes): from the per-viewer
+    cache when it is current (``moments.feed_cache``), else :func:`feed_page`."""
+    return feed_cache.first_page(
+        viewer_id=viewer_id,
+        limit=limit,
+        build=lambda: feed_page(viewer_id=viewer_id, before=None, limit=limit),
+    )
 
 
 def posts_visible(*, viewer_id: int) -> QuerySet[Post]:

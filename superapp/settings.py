@@ -492,6 +492,15 @@ MOMENTS_FANOUT_INLINE_MAX = env.int("MOMENTS_FANOUT_INLINE_MAX", default=1000)
 # The feed statement is prepared once per database connection (moments/feed.py); off behind a
 # pooler that does not keep a client on one server connection (PgBouncer in transaction mode).
 MOMENTS_FEED_PREPARED = env.bool("MOMENTS_FEED_PREPARED", default=True)
+# The home feed's first page is kept per viewer in Redis and served while every version it was
+# built from is current (moments/feed_cache.py, docs/moments.md). MOMENTS_FEED_CACHE: serve from
+# it (on with Redis); writers bump versions whenever MOMENTS_FEED_CACHE_URL is set.
+MOMENTS_FEED_CACHE_URL = env.str("MOMENTS_FEED_CACHE_URL", default=REDIS_URL)
+MOMENTS_FEED_CACHE = env.bool("MOMENTS_FEED_CACHE", default=bool(MOMENTS_FEED_CACHE_URL))
+MOMENTS_FEED_CACHE_TTL = env.int("MOMENTS_FEED_CACHE_TTL", default=300)  # seconds, at most
+# Every process of a deployment must share MOMENTS_FEED_CACHE_URL and this prefix (writers bump
+# where readers look). Empty: CACHE_KEY_PREFIX plus a hash of the database's name and host.
+MOMENTS_FEED_CACHE_PREFIX = env.str("MOMENTS_FEED_CACHE_PREFIX", default="")
 CELERY_BEAT_SCHEDULE["moments-purge-orphan-media"] = {
     "task": "moments.purge_orphan_media",
     "schedule": 3600.0,

@@ -34,6 +34,7 @@ from .contacts import (
     tag_delete,
     tag_update,
 )
+from .hooks import on_contacts_changed, on_profile_changed
 from .profile import avatar_remove, avatar_set, profile_update
 
 __all__ = [
@@ -54,6 +55,8 @@ __all__ = [
     "friend_request_send",
     "friend_search_token",
     "friend_update",
+    "on_contacts_changed",
+    "on_profile_changed",
     "profile_update",
     "session_create",
     "session_revoke",

@@ -19,6 +19,7 @@ from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 from .. import events, selectors
 from ..models import Block, ContactTag, FriendRequest, Friendship, User
+from . import hooks
 
 QR_SALT = "accounts.friend-qr"
 SEARCH_SALT = "accounts.search-result"
@@ -60,6 +61,7 @@ def _make_friends(request: FriendRequest, *, remark: str = "") -> None:
     FriendRequest.objects.filter(
         from_user=accepter, to_user=requester, status=FriendRequest.Status.PENDING
     ).update(status=FriendRequest.Status.ACCEPTED, responded_at=now)
+    hooks.contacts_changed([requester.pk, accepter.pk], removed=False)
     core_events.publish_many(
         specs=[
             core_events.EventSpec(
@@ -258,6 +260,7 @@ def friend_remove(*, user: User, friend_id: int) -> None:
     ).delete()
     if not deleted:
         raise NotFound()
+    hooks.contacts_changed([user.pk, friend_id], removed=True)
     through = ContactTag.members.through
     through.objects.filter(
         Q(contacttag__owner=user, user_id=friend_id) | Q(contacttag__owner_id=friend_id, user_id=user.pk)
@@ -411,6 +414,7 @@ def block_add(*, user: User, target_id: int) -> Block:
             Q(from_user=user, to_user=target) | Q(from_user=target, to_user=user),
             status=FriendRequest.Status.PENDING,
         ).update(status=FriendRequest.Status.DECLINED, responded_at=timezone.now())
+        hooks.contacts_changed([user.pk, target.pk], removed=True)
         core_events.publish(
             user_ids=[user.pk], type=events.BLOCK_ADDED, data={"user": events.user_public(target)}
         )
@@ -422,4 +426,5 @@ def block_remove(*, user: User, target_id: int) -> None:
     deleted, _rows = Block.objects.filter(blocker=user, blocked_id=target_id).delete()
     if not deleted:
         raise NotFound()
+    hooks.contacts_changed([user.pk, target_id], removed=False)
     core_events.publish(user_ids=[user.pk], type=events.BLOCK_REMOVED, data={"user_id": target_id})

@@ -16,14 +16,18 @@ from superapp.core.images import process_image
 from .. import events, selectors
 from ..identifiers import normalize_handle
 from ..models import User
+from . import hooks
 
 PUBLIC_FIELDS = ("handle", "display_name", "region", "bio")
 PRIVATE_FIELDS = ("findable_by_phone", "findable_by_handle", "friend_requests_need_approval")
 _LIMITS = {"display_name": (1, 64), "region": (0, 64), "bio": (0, 200)}
 
 
-def _announce(user: User, *, public_changed: bool) -> None:
-    """Tell the user's own devices, and when public fields changed, the user's friends."""
+def _announce(user: User, *, public_changed: bool, hooked: bool = False) -> None:
+    """Tell the user's own devices, and when public fields changed, the user's friends (and the
+    profile hooks, unless the caller called them already: ``hooked``)."""
+    if public_changed and not hooked:
+        hooks.profile_changed(user.pk)
     specs = [
         core_events.EventSpec(
             user_ids=[user.pk], type=events.ME_UPDATED, data={"me": events.me_private(user)}
@@ -114,11 +118,13 @@ def avatar_set(*, user: User, upload) -> User:
     )
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=user.pk)
+        # Before the files are stored: a hook that refuses the write (503) leaves no orphan file.
+        hooks.profile_changed(user.pk)
         old = (user.avatar.name, user.avatar_thumb.name)
         user.avatar.save(f"{user.pk}.{processed.full.name}", processed.full, save=False)
         user.avatar_thumb.save(f"{user.pk}.{processed.thumb.name}", processed.thumb, save=False)
         user.save(update_fields=["avatar", "avatar_thumb"])
-        _announce(user, public_changed=True)
+        _announce(user, public_changed=True, hooked=True)
         transaction.on_commit(lambda: _delete_files(old))
     return user
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
@@ -83,16 +84,23 @@ class FeedView(APIView):
                 raise NotFound(paginator.invalid_cursor_message) from None
             if not 0 < before[1] < 2**63:  # cursors are not signed: a bigint out of range is a 404
                 raise NotFound(paginator.invalid_cursor_message)
-        page = selectors.feed_page(
-            viewer_id=request.user.pk, before=before, limit=paginator.get_page_size(request)
-        )
+        limit = paginator.get_page_size(request)
+        if before is None and limit == paginator.page_size:
+            # The first page, rendered (from the per-viewer cache when current): its posts are
+            # already JSON, spliced into the answer by the renderer (orjson.Fragment). Only the
+            # default size is cached: one entry per viewer, not one per page_size asked for.
+            page = selectors.feed_first_page(viewer_id=request.user.pk, limit=limit)
+            results = orjson.Fragment(page.posts_json)
+        else:
+            page = selectors.feed_page(viewer_id=request.user.pk, before=before, limit=limit)
+            results = page.posts
         next_link = None
         if page.next_position is not None:
             created, post_id = page.next_position
             next_link = paginator.encode_cursor(
                 Cursor(offset=0, reverse=False, position=f"{created.isoformat()}|{post_id}")
             )
-        return Response({"next": next_link, "previous": None, "results": page.posts})
+        return Response({"next": next_link, "previous": None, "results": results})
 
 
 class AlbumView(ListAPIView):

@@ -11,7 +11,7 @@ from accounts import selectors as account_selectors
 from superapp.core import events as core_events
 from superapp.core.errors import Forbidden, NotFound, ValidationFailed
 
-from .. import events, selectors
+from .. import events, feed_cache, selectors
 from ..models import Comment, Like, Notification, Post
 from .posts import _announce_removed
 
@@ -59,6 +59,8 @@ def like_add(*, user, post_id: int) -> Like:
     """Like a post one may see. Liking twice is one like (and one notification)."""
     post = _lock_visible_post(user, post_id)
     like, created = Like.objects.get_or_create(post=post, user=user)
+    if created:
+        feed_cache.changed(posts=[post.pk])
     if created and post.author_id != user.pk:
         _notify(
             [
@@ -79,6 +81,7 @@ def like_remove(*, user, post_id: int) -> None:
         return
     notified = list(Notification.objects.filter(like=like).values_list("pk", "recipient_id"))
     like.delete()
+    feed_cache.changed(posts=[post.pk], removes=True)
     _announce_removed(notified)
 
 
@@ -120,6 +123,7 @@ def comment_create(*, user, post_id: int, text: str, reply_to_id: int | None = N
         reply_to=reply_to,
         reply_to_user=reply_to.author if reply_to else None,
     )
+    feed_cache.changed(posts=[post.pk])
 
     notifications = []
     answered = reply_to.author_id if reply_to else None
@@ -163,6 +167,7 @@ def comment_delete(*, user, comment_id: int) -> None:
         )
     notified = list(Notification.objects.filter(comment=comment).values_list("pk", "recipient_id"))
     comment.delete()
+    feed_cache.changed(posts=[comment.post_id], removes=True)
     _announce_removed(notified)
 
 

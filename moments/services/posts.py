@@ -15,7 +15,7 @@ from accounts import selectors as account_selectors
 from superapp.core import events as core_events
 from superapp.core.errors import Forbidden, NotFound, ValidationFailed
 
-from .. import events, selectors
+from .. import events, feed_cache, selectors
 from ..models import Media, Notification, Post, PostAudience, Report, Timeline, Visibility
 from ..sql import friend_ids_sql
 from .media import delete_files
@@ -111,7 +111,8 @@ _READERS = {
 def _timeline_fill(post: Post, *, author_only: bool = False) -> int:
     """Write the post into its readers' timelines: one ``INSERT ... SELECT`` from accounts'
     friend query (friends in a block are not friends), rows already there skipped. Returns how
-    many rows were written. The database does the work: no per-reader Python object."""
+    many rows were written. The database does the work: no per-reader Python object. The readers
+    written to have their feed cache's version bumped (``feed_cache``: a new first page)."""
     readers = "FALSE" if author_only else _READERS[post.visibility]
     sql = f"""
         INSERT INTO {Timeline._meta.db_table} (user_id, post_id, author_id, created)
@@ -122,10 +123,13 @@ def _timeline_fill(post: Post, *, author_only: bool = False) -> int:
         ) r
         WHERE TRUE  -- SQLite: without a WHERE, "ON CONFLICT" would parse as a join's ON
         ON CONFLICT (user_id, post_id) DO NOTHING
+        RETURNING user_id
     """  # noqa: S608  (constants of this module and accounts' compiled query; values are parameters)
     with connection.cursor() as cursor:
         cursor.execute(sql, {"post": post.pk, "author": post.author_id, "created": post.created_at})
-        return cursor.rowcount
+        readers = [row[0] for row in cursor.fetchall()]
+    feed_cache.changed(viewers=readers)
+    return len(readers)
 
 
 @transaction.atomic
@@ -263,6 +267,7 @@ def post_delete(*, user, post_id: int) -> None:
         name for pair in Media.objects.filter(post_id=post_id).values_list("file", "thumb") for name in pair
     ]
     post.delete()
+    feed_cache.changed(posts=[post_id], removes=True)
     transaction.on_commit(lambda: delete_files(files))
     core_events.publish(user_ids=[user.pk], type=events.POST_DELETED, data={"post_id": post_id})
     _announce_removed(notified)
@@ -281,6 +286,7 @@ def post_hide(*, post_id: int, by, reason: str = "") -> Post:
     post.hidden_at = timezone.now()
     post.hidden_reason = reason[:200]
     post.save(update_fields=["hidden_at", "hidden_reason"])
+    feed_cache.changed(posts=[post_id], removes=True)
     Report.objects.filter(post_id=post_id, status=Report.Status.OPEN).update(
         status=Report.Status.HIDDEN, reviewed_at=post.hidden_at, reviewed_by=by
     )
@@ -304,5 +310,8 @@ def post_unhide(*, post_id: int, by) -> Post:
     post.hidden_at = None
     post.hidden_reason = ""
     post.save(update_fields=["hidden_at", "hidden_reason"])
+    # Back in every timeline that has it: those first pages may now show it.
+    readers = Timeline.objects.filter(post_id=post_id).values_list("user_id", flat=True)
+    feed_cache.changed(posts=[post_id], viewers=list(readers))
     core_events.publish(user_ids=[post.author_id], type=events.POST_UNHIDDEN, data={"post_id": post.pk})
     return post

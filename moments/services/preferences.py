@@ -5,10 +5,11 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from accounts import selectors as account_selectors
 from superapp.core import events as core_events
 from superapp.core.errors import ValidationFailed
 
-from .. import events, selectors
+from .. import events, feed_cache, selectors
 from ..models import FriendSetting, MomentsProfile
 
 
@@ -24,6 +25,11 @@ def moments_settings_update(*, user, visible_days: int) -> MomentsProfile:
     profile, _created = MomentsProfile.objects.update_or_create(
         user=user, defaults={"visible_days": visible_days}
     )
+    # Pages showing my posts (a narrower window takes some away), and my friends' pages (a
+    # wider one brings old posts back, posts no entry depends on yet). Any window may be
+    # narrower than the one before (only "everything", 0, never is): a removal.
+    friends = account_selectors.friend_ids(user_id=user.pk)
+    feed_cache.changed(people=[user.pk], viewers=[user.pk, *friends], removes=visible_days != 0)
     core_events.publish(
         user_ids=[user.pk], type=events.SETTINGS_UPDATED, data={"visible_days": profile.visible_days}
     )
@@ -44,6 +50,11 @@ def friend_setting_update(
     if changes:
         setting, _created = FriendSetting.objects.update_or_create(
             owner=owner, target_id=target_id, defaults=changes
+        )
+        # "Don't let them see" decides the target's feed, "hide theirs" the owner's; either one
+        # turned (or left) on takes posts away.
+        feed_cache.changed(
+            viewers=[owner.pk, target_id], removes=bool(hide_my_posts) or bool(hide_their_posts)
         )
     core_events.publish(
         user_ids=[owner.pk],

@@ -21,6 +21,14 @@ websocket_connections = Counter(
 )
 celery_tasks = Counter("superapp_celery_tasks_total", "Celery tasks run", ["task", "state"])
 celery_task_seconds = Histogram("superapp_celery_task_seconds", "Celery task run time", ["task"])
+# Alert on any increase: moments' feed cache could not bump a version (Redis refused or timed
+# out). before_commit: a write that removes something was refused (503), or one that adds was
+# made with its after-commit bump alone; after_commit: versions stay pending until they expire.
+moments_feed_cache_bump_failures = Counter(
+    "superapp_moments_feed_cache_bump_failures_total",
+    "Moments feed cache version bumps that failed (after a retry for after_commit)",
+    ["when"],
+)
 
 _started: dict[str, float] = {}
 
