@@ -9,6 +9,7 @@ Environment knobs: ``GUNICORN_BIND`` (0.0.0.0:8000), ``GUNICORN_WORKERS`` (one p
 Each thread keeps one PostgreSQL connection (psycopg2, CONN_MAX_AGE=60): workers x threads.
 """
 
+import gc
 import multiprocessing
 import os
 import shutil
@@ -51,6 +52,14 @@ def on_starting(server):
     if _metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
         Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+
+
+def pre_fork(server, worker):
+    """Move everything the master has loaded (Django, the apps, the URL map: ~155,000 objects)
+    out of the collector's reach before forking, as Instagram does: a worker's full collections
+    otherwise walk all of it every few hundred requests (~0.4 ms per request, measured in
+    bench/payments_profile.py), and touching those objects un-shares their memory pages."""
+    gc.freeze()
 
 
 def child_exit(server, worker):
