@@ -133,19 +133,9 @@ def ledger_post(*, kind: str, reference: str, legs: Sequence[Leg], memo: str = "
             its account's (a programming error, never user input; nothing was written).
         InsufficientFunds: a wallet or escrow account would go negative.
     """
-    if not connection.in_atomic_block:
-        raise RuntimeError("ledger_post() must run inside a transaction")
-    if len(legs) < 2:
-        raise ValueError("an entry needs at least two legs")
-    sums: dict[str, int] = defaultdict(int)
-    deltas: dict[int, int] = defaultdict(int)
-    for leg in legs:
-        if type(leg.amount) is not int or leg.amount == 0:
-            raise ValueError(f"leg amounts are non-zero integers, got {leg.amount!r}")
-        sums[leg.account.currency] += leg.amount
-        deltas[leg.account.id] += leg.amount
-    if any(sums.values()):
-        raise ValueError(f"legs do not balance: {dict(sums)}")
+    deltas = _checked_deltas(
+        "ledger_post", [(leg.account.id, leg.amount, leg.account.currency) for leg in legs]
+    )
 
     if connection.vendor == "postgresql":
         now = timezone.now()
@@ -254,17 +244,7 @@ def ledger_post_rows(
             its account's (nothing was written).
         InsufficientFunds: a wallet or escrow account would go negative (nothing was written).
     """
-    if not connection.in_atomic_block:
-        raise RuntimeError("ledger_post_rows() must run inside a transaction")
-    if len(legs) < 2:
-        raise ValueError("an entry needs at least two legs")
-    sums: dict[str, int] = defaultdict(int)
-    for _account_id, amount, currency in legs:
-        if type(amount) is not int or amount == 0:
-            raise ValueError(f"leg amounts are non-zero integers, got {amount!r}")
-        sums[currency] += amount
-    if any(sums.values()):
-        raise ValueError(f"legs do not balance: {dict(sums)}")
+    net = _checked_deltas("ledger_post_rows", legs)
     lock_ids = sorted({leg[0] for leg in legs})
     params = {
         "lock_ids": lock_ids,
@@ -288,7 +268,7 @@ def ledger_post_rows(
         raise ValueError(f"unknown ledger account among {lock_ids}")
     if entry_id is None:
         raise InsufficientFunds()
-    expected = sum(1 for total in _net(legs).values() if total)
+    expected = sum(1 for total in net.values() if total)
     if moved != expected:  # never seen; the caller's transaction must not commit a half entry
         raise RuntimeError(f"entry {entry_id} moved {moved} balances of {expected}")
     return entry_id
@@ -304,10 +284,23 @@ def _check_currencies(legs: Sequence[Leg], currencies: dict[int, str]) -> None:
         raise ValueError(f"a leg's currency is not its account's: {list(legs)}")
 
 
-def _net(legs: Sequence[tuple[int, int, str]]) -> dict[int, int]:
+def _checked_deltas(caller: str, legs: Sequence[tuple[int, int, str]]) -> dict[int, int]:
+    """Check legs given as ``(account_id, amount, currency)`` (inside a transaction, at least
+    two, non-zero integer amounts summing to zero per currency: a failure is a programming error,
+    never user input) and return each account's net amount."""
+    if not connection.in_atomic_block:
+        raise RuntimeError(f"{caller}() must run inside a transaction")
+    if len(legs) < 2:
+        raise ValueError("an entry needs at least two legs")
+    sums: dict[str, int] = defaultdict(int)
     net: dict[int, int] = defaultdict(int)
-    for account_id, amount, _currency in legs:
+    for account_id, amount, currency in legs:
+        if type(amount) is not int or amount == 0:
+            raise ValueError(f"leg amounts are non-zero integers, got {amount!r}")
+        sums[currency] += amount
         net[account_id] += amount
+    if any(sums.values()):
+        raise ValueError(f"legs do not balance: {dict(sums)}")
     return net
 
 
@@ -397,19 +390,9 @@ def ledger_entry_book(*, kind: str, reference: str, legs: Sequence[Leg], memo: s
         ValueError: the legs are malformed (as in :func:`ledger_post`), an account does not
             exist, or a leg's currency is not its account's (nothing was written).
     """
-    if not connection.in_atomic_block:
-        raise RuntimeError("ledger_entry_book() must run inside a transaction")
-    if len(legs) < 2:
-        raise ValueError("an entry needs at least two legs")
-    sums: dict[str, int] = defaultdict(int)
-    deltas: dict[int, int] = defaultdict(int)
-    for leg in legs:
-        if type(leg.amount) is not int or leg.amount == 0:
-            raise ValueError(f"leg amounts are non-zero integers, got {leg.amount!r}")
-        sums[leg.account.currency] += leg.amount
-        deltas[leg.account.id] += leg.amount
-    if any(sums.values()):
-        raise ValueError(f"legs do not balance: {dict(sums)}")
+    deltas = _checked_deltas(
+        "ledger_entry_book", [(leg.account.id, leg.amount, leg.account.currency) for leg in legs]
+    )
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
