@@ -17,6 +17,12 @@ as in docker-compose):
 3. **Reconnect sync**: a device that missed 1,000 messages connects and pages through
    ``sync since <cursor>`` until caught up; the time from opening the socket to the last event.
 
+The load generator is this one asyncio process, one socket per device, on ``websockets``' sans-I/O
+protocol (``_SocketProtocol``): every frame of every socket is parsed (orjson) and its cursor
+checked as it arrives, without a task wake-up per frame; it offers permessage-deflate as browsers
+do (the server declines it). The 500-member row also reports the CPU per group message of the
+ASGI server (its process group) and of this process: load-independent evidence.
+
 Uses only the database ``superapp_msg_bench`` (``MSG_BENCH_DB``) and Redis db 6
 (``MSG_BENCH_REDIS_URL``). Run: ``python -m bench.messaging_chat`` (or ``python -m bench messaging``).
 """
@@ -24,6 +30,7 @@ Uses only the database ``superapp_msg_bench`` (``MSG_BENCH_DB``) and Redis db 6
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -32,6 +39,9 @@ import sys
 import threading
 import time
 from typing import Any
+
+import orjson
+from websockets.frames import Frame, Opcode
 
 from . import env, servers
 from .env import ROOT, RUN_DIR
@@ -150,53 +160,132 @@ async def _publish_anchor(samples: int = 2000) -> list[float]:
 # --- socket clients ---------------------------------------------------------------------------------
 
 
+class _SocketProtocol(asyncio.Protocol):
+    """One client socket on ``websockets``' sans-I/O protocol (the same handshake, framing and
+    permessage-deflate as its asyncio client). Each complete text message is handed to
+    ``on_text`` from ``data_received``: no reader task, queue or future per frame. The asyncio
+    client wakes one task per frame per socket, and with 499 sockets in one client process that
+    overhead was a large part of the time until the last member had a group message."""
+
+    def __init__(self, conn: Any) -> None:
+        loop = asyncio.get_running_loop()
+        self.conn = conn
+        self.early: list[bytes] = []  # frames that came with the handshake, before a Client took over
+        self.on_text: Any = self.early.append
+        self.opened: asyncio.Future = loop.create_future()
+        self.closed: asyncio.Future = loop.create_future()
+        self.transport: Any = None
+        self._parts: list[bytes] = []
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.conn.send_request(self.conn.connect())
+        self._flush()
+
+    def _flush(self) -> None:
+        for data in self.conn.data_to_send():
+            if data:
+                self.transport.write(data)
+            elif self.transport.can_write_eof() and not self.transport.is_closing():
+                self.transport.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        for event in self.conn.events_received():
+            if isinstance(event, Frame):
+                if event.opcode is Opcode.TEXT or (event.opcode is Opcode.CONT and self._parts):
+                    self._parts.append(event.data)
+                    if event.fin:
+                        parts, self._parts = self._parts, []
+                        self.on_text(parts[0] if len(parts) == 1 else b"".join(parts))
+            elif not self.opened.done():  # the handshake's response
+                self._opened()
+        if not self.opened.done() and self.conn.handshake_exc is not None:
+            self._opened()
+        self._flush()
+
+    def _opened(self) -> None:
+        if self.conn.handshake_exc is not None:
+            self.opened.set_exception(self.conn.handshake_exc)
+        else:
+            self.opened.set_result(None)
+
+    def eof_received(self) -> None:
+        self.conn.receive_eof()
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 class Client:
-    """One device: a socket, replies matched by ``ref``, cursor checks on every stored event."""
+    """One device: a socket, replies matched by ``ref``, cursor checks on every stored event.
+
+    Every frame is parsed (orjson) and checked as it arrives: the reply to a call, or a stored
+    event whose cursor must be the previous one + 1 (gaps and duplicates are counted)."""
 
     _refs = itertools.count(1)
 
-    def __init__(self, ws, on_event=None) -> None:
-        self.ws = ws
+    def __init__(self, protocol: _SocketProtocol, on_event=None) -> None:
+        self.protocol = protocol
         self.pending: dict[int, asyncio.Future] = {}
         self.on_event = on_event
         self.last_cursor: int | None = None
         self.gaps = self.dups = 0
-        self.reader = asyncio.create_task(self._read())
+        protocol.on_text = self._received
+        for raw in protocol.early:
+            self._received(raw)
+        protocol.early.clear()
 
     @classmethod
     async def open(cls, url: str, token: str, on_event=None) -> Client:
-        import websockets
+        from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+        from websockets.uri import parse_uri
 
-        ws = await websockets.connect(url, subprotocols=["superapp.v1", f"superapp.auth.{token}"], open_timeout=30,
-                                      max_size=2**22, ping_interval=None)  # fmt: skip
-        return cls(ws, on_event)
+        uri = parse_uri(url)
+        conn = ClientProtocol(
+            uri,
+            subprotocols=["superapp.v1", f"superapp.auth.{token}"],
+            extensions=enable_client_permessage_deflate(None),  # as browsers and the asyncio client offer
+            max_size=2**22,
+        )
+        loop = asyncio.get_running_loop()
+        _, protocol = await asyncio.wait_for(
+            loop.create_connection(lambda: _SocketProtocol(conn), uri.host, uri.port), 30
+        )
+        await asyncio.wait_for(protocol.opened, 30)
+        return cls(protocol, on_event)
 
-    async def _read(self) -> None:
-        try:
-            async for raw in self.ws:
-                frame = json.loads(raw)
-                ref = frame.get("ref")
-                if ref is not None and ref in self.pending:
-                    self.pending.pop(ref).set_result(frame)
-                    continue
-                cursor = frame.get("cursor")
-                if cursor is not None and "data" in frame:
-                    if self.last_cursor is not None:
-                        if cursor <= self.last_cursor:
-                            self.dups += 1
-                        elif cursor != self.last_cursor + 1:
-                            self.gaps += 1
-                    self.last_cursor = max(cursor, self.last_cursor or 0)
-                if self.on_event is not None:
-                    self.on_event(frame)
-        except Exception:  # the socket closed
-            pass
+    def _received(self, raw: bytes) -> None:
+        frame = orjson.loads(raw)
+        ref = frame.get("ref")
+        if ref is not None and ref in self.pending:
+            future = self.pending.pop(ref)
+            if not future.done():
+                future.set_result(frame)
+            return
+        cursor = frame.get("cursor")
+        if cursor is not None and "data" in frame:
+            if self.last_cursor is not None:
+                if cursor <= self.last_cursor:
+                    self.dups += 1
+                elif cursor != self.last_cursor + 1:
+                    self.gaps += 1
+            self.last_cursor = max(cursor, self.last_cursor or 0)
+        if self.on_event is not None:
+            self.on_event(frame)
 
     async def call(self, frame: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         ref = next(self._refs)
         future = asyncio.get_running_loop().create_future()
         self.pending[ref] = future
-        await self.ws.send(json.dumps({**frame, "ref": ref}))
+        conn = self.protocol.conn
+        conn.send_text(orjson.dumps({**frame, "ref": ref}))
+        self.protocol._flush()
         return await asyncio.wait_for(future, timeout)
 
     async def sync_to_head(self) -> None:
@@ -205,8 +294,16 @@ class Client:
         self.last_cursor = pong["cursor"]
 
     async def close(self) -> None:
-        await self.ws.close()
-        self.reader.cancel()
+        protocol = self.protocol
+        if protocol.transport is not None and not protocol.transport.is_closing():
+            try:
+                protocol.conn.send_close()
+                protocol._flush()
+            except Exception:  # already closing
+                pass
+            protocol.transport.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
 
 
 def _text_frame(conversation_id: int, cmid: str, text: str = "hello hello hello hello") -> dict[str, Any]:
@@ -282,7 +379,7 @@ async def _latency_pair(url: str, pair: dict, count: int, key: str = "") -> dict
     return result
 
 
-async def _latency_group(url: str, group: dict, count: int, key: str = "") -> dict[str, Any]:
+async def _latency_group(url: str, group: dict, count: int, key: str = "", server_cpu=None) -> dict[str, Any]:
     members = group["members"]
     expected = len(members)
     state: dict[str, Any] = {}
@@ -308,7 +405,10 @@ async def _latency_group(url: str, group: dict, count: int, key: str = "") -> di
     await asyncio.sleep(1)  # presence announcements settle
     conv = group["conversation_id"]
     last, first = [], []
+    cpu: dict[str, float] = {}
     for i in range(count + 5):
+        if i == 5:  # after warm-up: CPU of this client process and of the ASGI server per message
+            cpu = {"client": time.process_time(), "server": server_cpu() if server_cpu else 0.0}
         cmid = f"grp-{key}-{i}"
         state[cmid] = {
             "n": 0,
@@ -325,6 +425,9 @@ async def _latency_group(url: str, group: dict, count: int, key: str = "") -> di
     result = {
         "last": last,
         "first": first,
+        # CPU per group message, in ms: load-independent evidence of where the time goes
+        "client_cpu_ms": (time.process_time() - cpu["client"]) * 1000 / count,
+        "server_cpu_ms": ((server_cpu() - cpu["server"]) * 1000 / count) if server_cpu else None,
         "gaps": sum(c.gaps for c in clients),
         "dups": sum(c.dups for c in clients),
     }
@@ -377,7 +480,7 @@ async def _anchors(seconds: float) -> dict[str, Any]:
     return out
 
 
-async def _measure(url: str, seed: dict, seconds: float, key: str) -> dict[str, Any]:
+async def _measure(url: str, seed: dict, seconds: float, key: str, server_cpu=None) -> dict[str, Any]:
     pairs = seed["pairs"]
     out: dict[str, Any] = {}
     print(f"messaging [{key}]: throughput, 1 sender", flush=True)
@@ -387,7 +490,7 @@ async def _measure(url: str, seed: dict, seconds: float, key: str) -> dict[str, 
     print(f"messaging [{key}]: latency, 2 members", flush=True)
     out["pair"] = await _latency_pair(url, pairs[SENDERS], LATENCY_MESSAGES, key)
     print(f"messaging [{key}]: latency, 500 members", flush=True)
-    out["group"] = await _latency_group(url, seed["group"], GROUP_MESSAGES, key)
+    out["group"] = await _latency_group(url, seed["group"], GROUP_MESSAGES, key, server_cpu)
     print(f"messaging [{key}]: reconnect sync of 1,000 messages", flush=True)
     out["sync"] = await _reconnect_sync(url, pairs[SENDERS], SYNC_MESSAGES, key)
     print(f"  {out['tp1'][0]:.0f} / {out['tp16'][0]:.0f} msg/s; p50 {_pct(out['pair']['latencies'], 50):.1f} ms; "
@@ -446,13 +549,17 @@ def run(*, rounds: int = 1, seconds: float = 5.0) -> str:
             items.append(proxy)
             proxy.wait_ready()
             url = proxy.url.replace("http://", "ws://") + "/ws/"
-            result["variants"][key] = asyncio.run(_measure(url, seed, seconds, key))
+            result["variants"][key] = asyncio.run(_measure(url, seed, seconds, key, asgi.cpu_seconds))
         finally:
             for item in reversed(items):
                 item.stop()
     result["load"] = (load_before, env.load_average())
     save("messaging", result)
     return report(result, seconds)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def report(r: dict[str, Any], seconds: float) -> str:
@@ -505,6 +612,9 @@ def report(r: dict[str, Any], seconds: float) -> str:
         + f" | PUBLISH {pub50:.2f} / {pub99:.2f} | p99 < 150: {ok(min(grp(x, 99) for x in v.values()) < 150)} |",
         "| latency, 500 members, the first member, p50 (ms) | "
         + cells(lambda x: f"{grp(x, 50, 'first'):.0f}")
+        + " | | |",
+        "| 500 members: CPU per message, ASGI server / this client process (ms) | "
+        + cells(lambda x: f"{_ms(x['group'].get('server_cpu_ms'))} / {_ms(x['group'].get('client_cpu_ms'))}")
         + " | | |",
         "| gaps / duplicates seen by receiving sockets | "
         + cells(

@@ -149,6 +149,8 @@ UVICORN_FLAGS = [
     "off",
     "--ws-max-size",
     "65536",
+    "--ws-per-message-deflate",
+    "false",
     "--proxy-headers",
     "--timeout-keep-alive",
     "75",

@@ -36,6 +36,8 @@ from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
 from channels_redis.utils import _consistent_hash, decode_hosts
 
+from .frames import FrameWriter
+
 logger = logging.getLogger(__name__)
 
 GroupMessage = tuple[str, dict[str, Any]]
@@ -175,6 +177,22 @@ class BatchPubSubChannelLayer(RedisPubSubChannelLayer):
 
     def publish_batch(self, items: Sequence[GroupMessage]) -> None:
         """One ``PUBLISH`` of ``[(group, message), ...]`` to every subscribed server process.
-        Synchronous and thread-safe (redis-py's pool); raises on a Redis error."""
+        Synchronous and thread-safe (redis-py's pool); raises on a Redis error.
+
+        The frames are written here, in the publishing thread, once: an ``event.push`` travels as
+        ``{"type": "event.push", "text": <the frame's JSON text>}``, which each socket sends as it
+        is (:mod:`superapp.core.frames`; the envelopes of one group message share the JSON of
+        their data). The server processes then do no JSON work per socket, and decode a batch of
+        strings instead of nested dicts."""
         client, channel = self._batch_target()
-        client.publish(channel, self.serialize({"items": [[g, m] for g, m in items]}))
+        client.publish(channel, self.serialize({"items": _wire_items(items)}))
+
+
+def _wire_items(items: Sequence[GroupMessage]) -> list[list[Any]]:
+    writer = FrameWriter()
+    out: list[list[Any]] = []
+    for group, message in items:
+        if message.get("type") == "event.push" and "event" in message and len(message) == 2:
+            message = {"type": "event.push", "text": writer.envelope(message["event"])}
+        out.append([group, message])
+    return out

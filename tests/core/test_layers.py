@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 
@@ -68,9 +69,9 @@ def test_one_publish_reaches_each_groups_local_channels_in_order(batch_layer, mo
         await batch_layer.group_add("user.1", laptop)
         await batch_layer.group_add("user.2", other)
         await batch_layer.group_add("session.s1", laptop)
-        items = [("user.1", {"type": "event.push", "event": {"cursor": n}}) for n in (1, 2, 3)]
-        items += [("user.2", {"type": "event.push", "event": {"cursor": 7}})]
-        items += [("user.404", {"type": "event.push", "event": {"cursor": 1}})]  # nobody here
+        items = [("user.1", {"type": "event.push", "event": _envelope(n)}) for n in (1, 2, 3)]
+        items += [("user.2", {"type": "event.push", "event": _envelope(7)})]
+        items += [("user.404", {"type": "event.push", "event": _envelope(1)})]  # nobody here
         items += [("session.s1", {"type": "session.revoked"})]
         await asyncio.get_running_loop().run_in_executor(None, _from_another_thread, items)
         return (
@@ -82,11 +83,27 @@ def test_one_publish_reaches_each_groups_local_channels_in_order(batch_layer, mo
 
     phone, laptop, other, stranger = async_to_sync(scenario)()
     assert publishes == [6]  # one PUBLISH for the whole batch
-    cursors = [{"type": "event.push", "event": {"cursor": n}} for n in (1, 2, 3)]
-    assert phone == cursors
-    assert laptop == [*cursors, {"type": "session.revoked"}]
-    assert other == [{"type": "event.push", "event": {"cursor": 7}}]
+    # Event pushes arrive as the frame's JSON text, written once by the publisher; the sockets
+    # send it as it is. Other messages arrive as they were sent.
+    cursors = [{"type": "event.push", "event": _envelope(n)} for n in (1, 2, 3)]
+    assert _decoded(phone) == cursors
+    assert _decoded(laptop) == [*cursors, {"type": "session.revoked"}]
+    assert _decoded(other) == [{"type": "event.push", "event": _envelope(7)}]
     assert stranger == []
+    assert all(set(m) == {"type", "text"} for m in phone + other)
+
+
+def _envelope(cursor):
+    return {
+        "type": "message.new",
+        "cursor": cursor,
+        "data": {"text": "héllo", "n": cursor, "nested": [1, None]},
+    }
+
+
+def _decoded(messages):
+    """The messages as the consumer sees them, with each pre-written frame text parsed back."""
+    return [{"type": m["type"], "event": json.loads(m["text"])} if "text" in m else m for m in messages]
 
 
 def test_a_redis_failure_is_logged_never_raised(batch_layer, monkeypatch, caplog):
