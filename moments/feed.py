@@ -18,9 +18,6 @@ and ``tests/moments/test_feed_sql.py`` checks that both give the same pages, pay
 from __future__ import annotations
 
 import functools
-import hashlib
-import re
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,8 +26,10 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError, connection
+from django.db import connection
 from django.utils import timezone
+
+from superapp.core.prepared import PreparedStatement
 
 from . import events
 from .models import MomentsProfile, Post, Visibility
@@ -155,72 +154,22 @@ ORDER BY listed.created DESC, listed.post_id DESC
 
 
 # Planning the statement costs PostgreSQL more than running it (about 5 ms against 1.6 ms for a
-# page of 20 posts: BENCHMARKS.md, "Moments"), and its text never changes. So each database
-# connection prepares it once (SQL PREPARE, before the first page read through that connection)
-# and then only EXECUTEs it; after five executions PostgreSQL keeps a generic plan
-# and stops planning. Prepared statements live as long as their connection: the connections on
-# which it is prepared are remembered here (the driver's connection objects, weakly, so a closed
-# one is forgotten; with Django's pool a connection serves several threads in turn). Behind a
-# pooler that hands one client's statements to different server connections (PgBouncer in
-# transaction mode), set MOMENTS_FEED_PREPARED=false.
-_PREPARED_ON: weakref.WeakSet = weakref.WeakSet()
-_UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: not prepared on this connection
-
-
+# page of 20 posts: BENCHMARKS.md, "Moments"), and its text never changes: it is prepared once
+# per database connection (superapp/core/prepared.py), unless MOMENTS_FEED_PREPARED is off.
 @functools.cache
-def _prepared() -> tuple[str, str, tuple[str, ...]]:
-    """``(PREPARE text, EXECUTE text, parameter names in $n order)`` for :func:`_sql`."""
-    names: list[str] = []
-
-    def position(match: re.Match) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    body = re.sub(r"%\((\w+)\)s", position, _sql())
-    # The name changes with the text, so a connection never runs an older version of it.
-    name = "moments_feed_" + hashlib.sha256(body.encode()).hexdigest()[:16]
-    return f"PREPARE {name} AS {body}", f"EXECUTE {name}({', '.join(['%s'] * len(names))})", tuple(names)
+def _statement() -> PreparedStatement:
+    return PreparedStatement("moments_feed", _sql(), enabled=lambda: settings.MOMENTS_FEED_PREPARED)
 
 
 def _fetch_page(params: dict[str, Any]) -> list[tuple]:
-    """Run the statement: prepared once per connection (see above), or plain."""
     with connection.cursor() as cursor:
-        if not settings.MOMENTS_FEED_PREPARED:
-            cursor.execute(_sql(), params)
-            return cursor.fetchall()
-        prepare, execute, names = _prepared()
-        values = [params[name] for name in names]
-        raw = connection.connection
-        if raw in _PREPARED_ON:
-            try:
-                cursor.execute(execute, values)
-                return cursor.fetchall()
-            except DatabaseError as exc:
-                # Deallocated behind our back (DISCARD ALL): prepare again, when the failed
-                # statement did not abort a transaction of the caller.
-                cause = exc.__cause__
-                code = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
-                if code != _UNDEFINED_STATEMENT or connection.in_atomic_block:
-                    raise
-                _PREPARED_ON.discard(raw)
-        # PREPARE is not transactional: once it succeeds the statement stays on the server even
-        # if what follows fails or is rolled back. So it runs on its own, and the connection is
-        # remembered at once; a statement left by an earlier attempt whose EXECUTE failed (the
-        # connection was not remembered then) is found in pg_prepared_statements, not prepared
-        # twice (that would be 42P05 on every later page of this connection).
-        name = prepare.split()[1]
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = %s)", [name])
-        if not cursor.fetchone()[0]:
-            cursor.execute(prepare)
-        _PREPARED_ON.add(raw)
-        cursor.execute(execute, values)
+        _statement().execute(cursor, params)
         return cursor.fetchall()
 
 
 def statement_name() -> str:
     """The prepared statement's name: it changes with the statement's text."""
-    return _prepared()[0].split()[1]
+    return _statement().name
 
 
 @dataclass(frozen=True)

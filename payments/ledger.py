@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from superapp.core.errors import ApplicationError
+from superapp.core.prepared import PreparedStatement
 
 from .models import NON_NEGATIVE_KINDS, AccountKind, JournalEntry, LedgerAccount, Posting, ReconciliationRun
 
@@ -222,6 +223,12 @@ SELECT (SELECT found FROM ok), (SELECT same_currency FROM ok), (SELECT id FROM e
 """
 
 
+@functools.cache
+def _post_statement(extra_sql: str) -> PreparedStatement:
+    """``_POST_SQL`` with a caller's CTEs, prepared once per connection (one per caller's text)."""
+    return PreparedStatement("ledger_post", _POST_SQL.replace("{extra}", extra_sql))
+
+
 def ledger_post_rows(
     *,
     kind: str,
@@ -260,7 +267,7 @@ def ledger_post_rows(
         **(extra_params or {}),
     }
     with connection.cursor() as cursor:
-        cursor.execute(_POST_SQL.replace("{extra}", extra_sql), params)
+        _post_statement(extra_sql).execute(cursor, params)
         found, same_currency, entry_id, moved = cursor.fetchone()
     if found and not same_currency:  # (an account with legs in two currencies: a row for each)
         raise ValueError(f"a leg's currency is not its account's: {list(legs)}")
@@ -395,8 +402,8 @@ def ledger_entry_book(*, kind: str, reference: str, legs: Sequence[Leg], memo: s
     )
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
-                _BOOK_SQL,
+            _BOOK.execute(
+                cursor,
                 {
                     "kind": kind,
                     "reference": reference,
@@ -450,6 +457,7 @@ SELECT entry.id, v.account_id, v.amount, v.currency
        AS v(account_id, amount, currency)
 RETURNING entry_id
 """
+_BOOK = PreparedStatement("ledger_book", _BOOK_SQL)
 
 # Lock the accounts in ascending id order, computing each new balance from the locked row (its last
 # committed version: the materialized CTE takes every lock before the UPDATE reaches a row), then
@@ -471,6 +479,7 @@ UPDATE payments_ledgeraccount AS a SET balance = l.balance
  WHERE a.id = l.id AND (SELECT bool_and(funded) AND count(*) = %(n)s FROM locked)
 RETURNING a.id
 """
+_APPLY = PreparedStatement("ledger_apply", _APPLY_SQL)
 
 
 def ledger_balances_apply(*, booked: Sequence[BookedEntry]) -> None:
@@ -493,8 +502,8 @@ def ledger_balances_apply(*, booked: Sequence[BookedEntry]) -> None:
         return
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
-                _APPLY_SQL,
+            _APPLY.execute(
+                cursor,
                 {
                     "ids": ids,
                     "deltas": [deltas[a] for a in ids],

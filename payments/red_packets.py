@@ -36,6 +36,7 @@ from messaging import selectors as chat_selectors
 from messaging import services as chat_services
 from superapp.core import events as core_events
 from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from superapp.core.prepared import PreparedStatement
 
 from . import events
 from .ledger import (
@@ -263,14 +264,15 @@ SELECT {columns},
          WHERE a.kind = %s AND a.owner_id = %s AND a.currency = p.currency)
   FROM payments_redpacket p WHERE p.id = %s
 """.format(columns=", ".join(f"p.{f.column}" for f in _PACKET_FIELDS))  # noqa: S608 (the model's columns)
+_LOOKUP = PreparedStatement("red_packet_lookup", _LOOKUP_SQL)
 
 
 def _lookup(*, user_id: int, packet_id: int) -> tuple[RedPacket, bool, int | None, int | None] | None:
     """``(packet, already grabbed by user_id, escrow account id, wallet id)``, or ``None``."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
-                _LOOKUP_SQL,
+            _LOOKUP.execute(
+                cursor,
                 [user_id, AccountKind.RED_PACKET_ESCROW.value, AccountKind.WALLET.value, user_id, packet_id],
             )
             row = cursor.fetchone()
@@ -367,6 +369,9 @@ INSERT INTO payments_redpacketgrab (packet_id, user_id, amount, created_at)
 SELECT %s, %s, amount, %s FROM share
 RETURNING id, amount, created_at
 """
+_CLAIMS = {
+    wait: PreparedStatement("red_packet_claim", _CLAIM_SQL.format(wait=wait)) for wait in ("SKIP LOCKED", "")
+}
 
 
 def _claim_share(*, packet: RedPacket, user_id: int) -> RedPacketGrab | None:
@@ -382,7 +387,7 @@ def _claim_share(*, packet: RedPacket, user_id: int) -> RedPacketGrab | None:
         if connection.vendor == "postgresql":
             for wait in ("SKIP LOCKED", ""):
                 with connection.cursor() as cursor:
-                    cursor.execute(_CLAIM_SQL.format(wait=wait), [packet.pk, packet.pk, user_id, now])
+                    _CLAIMS[wait].execute(cursor, [packet.pk, packet.pk, user_id, now])
                     row = cursor.fetchone()
                 if row is not None:
                     grab = RedPacketGrab(
@@ -431,6 +436,7 @@ UPDATE payments_redpacket
    AND (remaining_count > 1 OR remaining_amount = %(share)s)
 RETURNING remaining_count, remaining_amount, status, resolved_at
 """
+_COUNT = PreparedStatement("red_packet_count", _COUNT_SQL)
 
 
 def _count_grab(*, packet: RedPacket, share: int) -> None:
@@ -444,8 +450,8 @@ def _count_grab(*, packet: RedPacket, share: int) -> None:
     now = timezone.now()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
-                _COUNT_SQL,
+            _COUNT.execute(
+                cursor,
                 {
                     "share": share,
                     "finished": RedPacket.Status.FINISHED.value,

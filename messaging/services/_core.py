@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 
 from superapp.core import events as core_events
 from superapp.core.errors import NotFound
+from superapp.core.prepared import PreparedStatement
 
 from .. import content, events, selectors
 from ..models import Conversation, Member, Message
@@ -107,6 +108,7 @@ WITH conv AS (
 )
 SELECT * FROM conv
 """
+_CLAIM = PreparedStatement("messaging_claim", _CLAIM_SQL)
 
 
 def claim_seq(conversation_id: int, *, reader_id: int) -> Conversation:
@@ -123,9 +125,7 @@ def claim_seq(conversation_id: int, *, reader_id: int) -> Conversation:
         # A plain cursor, not Model.objects.raw(): RawQuerySet's column-to-field mapping cost
         # more CPU than the statement.
         with connection.cursor() as cursor:
-            cursor.execute(
-                _CLAIM_SQL, {"now": now, "conversation_id": conversation_id, "reader_id": reader_id}
-            )
+            _CLAIM.execute(cursor, {"now": now, "conversation_id": conversation_id, "reader_id": reader_id})
             row = cursor.fetchone()
             columns = [column.name for column in cursor.description]
         if row is None:

@@ -34,6 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from .errors import ApplicationError, ValidationFailed
 from .layers import group_send_many
 from .models import Event, UserStream
+from .prepared import PreparedStatement
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ WITH specs AS MATERIALIZED (
 )
 SELECT user_id, head FROM advanced
 """
+_PUBLISH = PreparedStatement("core_publish", _PUBLISH_SQL)
 
 
 def _int_array(values: Iterable[int]) -> str:
@@ -166,7 +168,7 @@ def _publish_postgresql(specs: Sequence[EventSpec]) -> list[Event]:
             "row_ks": _int_array(r[2] for r in mine),
         }
         with connection.cursor() as cursor:
-            cursor.execute(_PUBLISH_SQL, params)
+            _PUBLISH.execute(cursor, params)
             return dict(cursor.fetchall())
 
     users = sorted(counts)

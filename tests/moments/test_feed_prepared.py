@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from moments import feed as feed_sql
 from moments import selectors, services
+from superapp.core import prepared
 from tests.conftest import befriend, login_tokens
 from tests.processes import asgi_servers
 
@@ -20,7 +21,7 @@ from .conftest import publish
 
 def _forget_prepared() -> None:
     connection.ensure_connection()
-    feed_sql._PREPARED_ON.discard(connection.connection)
+    prepared.forget(connection.connection)
     with connection.cursor() as cursor:
         cursor.execute("DEALLOCATE ALL")
 
@@ -47,13 +48,22 @@ def test_first_page_prepares_once_then_executes(friends):
     ann = friends[0]
     _forget_prepared()
     reference = selectors.feed_page_orm(viewer_id=ann.pk, before=None, limit=20)
+
+    def prepared_names() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'moments_feed_%%'")
+            return [row[0] for row in cursor.fetchall()]
+
+    assert prepared_names() == []
     with CaptureQueriesContext(connection) as first:
         assert _page(ann) == reference
+    assert prepared_names() == [feed_sql.statement_name()]
     with CaptureQueriesContext(connection) as second:
         assert _page(ann) == reference
-    assert [q["sql"].split()[0] for q in first] == ["SELECT", "PREPARE", "EXECUTE"]
-    assert "pg_prepared_statements" in first[0]["sql"]
-    assert len(second) == 1 and second[0]["sql"].startswith("EXECUTE moments_feed_")
+    # The preparation runs on the driver's cursor: Django's log shows one EXECUTE per page.
+    for log in (first, second):
+        assert len(log) == 1 and log[0]["sql"].startswith(f"EXECUTE {feed_sql.statement_name()}")
+    assert prepared_names() == [feed_sql.statement_name()]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -68,7 +78,9 @@ def test_a_first_page_that_fails_leaves_the_feed_working_on_that_connection(frie
 
     with pytest.raises(DatabaseError):
         _page(ann, before=(datetime.fromisoformat(when.replace("Z", "+00:00")), 10**20))
-    feed_sql._PREPARED_ON.discard(connection.connection)  # as if the failure came before it was noted
+    feed_sql._statement().prepared_on.discard(
+        connection.connection
+    )  # as if the failure came before it was noted
     for viewer in (ann, ben):
         assert _page(viewer) == selectors.feed_page_orm(viewer_id=viewer.pk, before=None, limit=20)
 
@@ -100,7 +112,13 @@ def test_a_statement_the_server_forgot_is_prepared_again(friends):
         cursor.execute("DEALLOCATE ALL")  # what DISCARD ALL or a pooler's reset would do
     with CaptureQueriesContext(connection) as queries:
         assert _page(ann) == expected
-    assert [q["sql"].split()[0] for q in queries][-2:] == ["PREPARE", "EXECUTE"]
+    # The EXECUTE failed (26000), the statement was prepared again and the EXECUTE repeated.
+    assert [q["sql"].split()[0] for q in queries] == ["EXECUTE", "EXECUTE"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = %s", [feed_sql.statement_name()]
+        )
+        assert cursor.fetchone()[0] == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,6 +17,7 @@ from payments.models import (
     MerchantRefund,
     SettlementBatch,
 )
+from superapp.core import prepared
 from superapp.core.errors import ApplicationError
 
 from .conftest import PIN
@@ -438,7 +439,8 @@ def test_payments_and_refunds_take_their_locks_in_the_documented_order(make_user
             initiated_by="staff",
             actor_id=staff.pk,
         )
-    sql = [q["sql"] for q in refund.captured_queries]
+    # (a prepared statement is logged as its EXECUTE: read the statement behind it)
+    sql = [prepared.sql_of(q["sql"]) for q in refund.captured_queries]
     writes = [
         _first(sql, 'UPDATE "payments_merchantorder"'),
         _first(sql, 'INSERT INTO "core_webhookdelivery"'),

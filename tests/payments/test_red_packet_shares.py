@@ -41,6 +41,7 @@ from payments.models import (
     RedPacketGrab,
     RedPacketShare,
 )
+from superapp.core import prepared
 from superapp.core.errors import ApplicationError
 
 from ..conftest import befriend
@@ -130,7 +131,8 @@ def test_a_grab_writes_the_hot_rows_last(world):
         red_packets.red_packet_grab(user_id=members[0].pk, packet_id=packet.pk)
     # Transaction control left out (in a test the money transaction is a savepoint).
     control = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT")
-    sql = [" ".join(q["sql"].split()) for q in queries.captured_queries]
+    # (a prepared statement is logged as its EXECUTE: read the statement behind it)
+    sql = [" ".join(prepared.sql_of(q["sql"]).split()) for q in queries.captured_queries]
     sql = [s for s in sql if not s.startswith(control)]
     begin = next(i for i, s in enumerate(sql) if "payments_redpacketshare" in s)
     before, inside = sql[:begin], sql[begin:]

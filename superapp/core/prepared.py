@@ -1,0 +1,151 @@
+"""Hot SQL statements prepared once per database connection (PostgreSQL ``PREPARE``/``EXECUTE``).
+
+PostgreSQL parses and plans every statement it is sent. For the few long statements on the hot
+paths (the Moments feed page, a message's claim of its number, the event stream's publish, a
+ledger booking) planning costs it more than running them: 0.3-5 ms against 0.1-1.6 ms
+(BENCHMARKS.md). So each of them is prepared once per connection with SQL ``PREPARE`` and then
+only ``EXECUTE``d; after five executions PostgreSQL keeps a generic plan and stops planning.
+SQL ``PREPARE`` rather than a driver's protocol-level preparation: it works the same with
+psycopg2 (WSGI) and psycopg 3 (ASGI), and with Django's client-side parameter binding.
+
+Prepared statements live as long as their connection, and ``PREPARE`` is not transactional
+(a rolled-back transaction keeps it). The connections on which a statement is prepared are
+remembered here (the driver's connection objects, weakly, so a closed one is forgotten; with
+Django's pool a connection serves several threads in turn). Behind a pooler that hands one
+client's statements to different server connections (PgBouncer in transaction mode), or one
+that runs ``DISCARD ALL`` between clients, set ``DB_PREPARED_STATEMENTS=false``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.db.backends.utils import CursorWrapper
+
+_UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: not prepared on this connection
+
+
+def _enabled() -> bool:
+    return bool(getattr(settings, "DB_PREPARED_STATEMENTS", True))
+
+
+_ALL: list[PreparedStatement] = []
+
+
+def forget(raw_connection: Any) -> None:
+    """Forget that anything is prepared on this driver connection (after a ``DEALLOCATE ALL``)."""
+    for statement in _ALL:
+        statement.prepared_on.discard(raw_connection)
+
+
+class PreparedStatement:
+    """One statement written with ``%(name)s`` parameters, run prepared where it can be.
+
+    ``enabled`` decides per call whether to prepare (default: the ``DB_PREPARED_STATEMENTS``
+    setting); off, or on another database than PostgreSQL, the plain statement runs.
+    """
+
+    def __init__(self, label: str, sql: str, *, enabled: Callable[[], bool] = _enabled) -> None:
+        self.label = label
+        self.sql = sql
+        self.enabled = enabled
+        # The driver connections this statement is known to be prepared on.
+        self.prepared_on: weakref.WeakSet = weakref.WeakSet()
+        _ALL.append(self)
+
+    @functools.cached_property
+    def _parts(self) -> tuple[str, str, tuple[str, ...] | None]:
+        """``(PREPARE text, EXECUTE text, parameter names in $n order)``; names is None for a
+        statement written with positional ``%s`` parameters."""
+        names: list[str] = []
+
+        def named(match: re.Match) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        count = 0
+
+        def positional(match: re.Match) -> str:
+            nonlocal count
+            count += 1
+            return f"${count}"
+
+        if "%(" in self.sql:
+            body = re.sub(r"%\((\w+)\)s", named, self.sql)
+        else:
+            body = re.sub(r"%s", positional, self.sql)
+        body = body.replace("%%", "%")
+        # The name changes with the text, so a connection never runs an older version of it
+        # (during a rolling deploy, say).
+        name = f"{self.label}_{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+        n = len(names) if names else count
+        execute = f"EXECUTE {name}({', '.join(['%s'] * n)})" if n else f"EXECUTE {name}"
+        return f"PREPARE {name} AS {body}", execute, (tuple(names) if names else None)
+
+    @property
+    def name(self) -> str:
+        """The name it is prepared under (it changes with the statement's text)."""
+        return self._parts[0].split()[1]
+
+    def execute(self, cursor: CursorWrapper, params: Mapping[str, Any] | Sequence[Any]) -> None:
+        """Run the statement on Django's ``cursor`` with ``params`` (a mapping for ``%(name)s``,
+        a sequence for ``%s``); fetch from the cursor after.
+
+        The first time on a connection it is prepared first (one look at
+        ``pg_prepared_statements``, and the ``PREPARE`` if it is not there yet: a statement left
+        by an earlier attempt whose ``EXECUTE`` failed is not prepared twice, which would be
+        ``42P05`` on every later call). Works inside the caller's transaction.
+        """
+        db = cursor.db
+        if db.vendor != "postgresql" or not self.enabled():
+            cursor.execute(self.sql, params)
+            return
+        prepare, execute, names = self._parts
+        values = list(params) if names is None else [params[name] for name in names]  # type: ignore[call-overload]
+        raw = db.connection
+        if raw in self.prepared_on:
+            try:
+                cursor.execute(execute, values)
+                return
+            except DatabaseError as exc:
+                # Deallocated behind our back (DISCARD ALL by a pooler): forget this connection,
+                # so the next call prepares again. Inside a transaction the failed statement has
+                # aborted it: the caller's error stands (nothing was written).
+                cause = exc.__cause__
+                code = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
+                if code != _UNDEFINED_STATEMENT:
+                    raise
+                self.prepared_on.discard(raw)
+                if db.in_atomic_block:
+                    raise
+        # On the driver's cursor: preparing is the driver's business, like a protocol-level
+        # prepare, so Django's query log and execute wrappers see one statement per call, the
+        # EXECUTE (and query counts pinned by tests do not depend on which call came first).
+        with db.wrap_database_errors:
+            driver_cursor = cursor.cursor
+            driver_cursor.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = %s)", [self.name]
+            )
+            if not driver_cursor.fetchone()[0]:
+                driver_cursor.execute(prepare)
+        self.prepared_on.add(raw)
+        cursor.execute(execute, values)
+
+
+def sql_of(text: str) -> str:
+    """The statement behind an ``EXECUTE <name>(...)`` as logged (for tests reading the query
+    log); any other text as it is."""
+    if text.startswith("EXECUTE "):
+        name = text.split()[1].split("(")[0]
+        for statement in _ALL:
+            if statement.name == name:
+                return statement.sql
+    return text
