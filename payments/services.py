@@ -28,6 +28,7 @@ from messaging import selectors as chat_selectors
 from messaging import services as chat_services
 from superapp.core import events as core_events
 from superapp.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ValidationFailed
+from superapp.core.prepared import PreparedStatement
 
 from . import events, pins
 from .ledger import Leg, account_for, ledger_post, ledger_post_rows, money_atomic, wallet_for
@@ -519,6 +520,7 @@ SELECT (SELECT auto_accept_transfers FROM payments_walletsettings WHERE user_id 
          WHERE kind = 'transfer_escrow' AND owner_id = %(user_id)s AND currency = %(currency)s),
        nextval(pg_get_serial_sequence('payments_transfer', 'id'))
 """.replace("{spent}", _SPENT_TODAY_SQL)
+_TRANSFER_READS = PreparedStatement("transfer_reads", _TRANSFER_READS_SQL)
 # The transfer row, inserted with its ledger entry (``ledger_post_rows``), only when it is funded.
 _TRANSFER_INSERT_CTE = """,
 transfer AS (
@@ -558,8 +560,8 @@ def _transfer_reads(
     sender's escrow, the new transfer's id or None). Accounts are made on first use."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
-                _TRANSFER_READS_SQL,
+            _TRANSFER_READS.execute(
+                cursor,
                 {
                     "user_id": sender_id,
                     "receiver_id": receiver_id,
