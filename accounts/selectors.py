@@ -8,6 +8,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from superapp.core.errors import NotFound
+from superapp.core.prepared import PreparedStatement
 
 from .events import user_brief, user_public  # noqa: F401  (payload shapes other apps render)
 from .identifiers import classify_login
@@ -74,6 +75,7 @@ _RELATION_SQL = (
     f" WHERE (blocker_id = %s AND blocked_id = %s) OR (blocker_id = %s AND blocked_id = %s))"
     f" FROM {User._meta.db_table} WHERE id = %s AND is_active AND is_verified"
 )
+_RELATION = PreparedStatement("accounts_relation", _RELATION_SQL)
 
 
 def relation_flags(*, user_id: int, other_id: int) -> tuple[bool, bool] | None:
@@ -85,7 +87,7 @@ def relation_flags(*, user_id: int, other_id: int) -> tuple[bool, bool] | None:
     CPU in bench/messaging_chat.py, most of it compiling the query.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_RELATION_SQL, [user_id, other_id, user_id, other_id, other_id, user_id, other_id])
+        _RELATION.execute(cursor, [user_id, other_id, user_id, other_id, other_id, user_id, other_id])
         row = cursor.fetchone()
     return (bool(row[0]), bool(row[1])) if row else None
 

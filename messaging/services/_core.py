@@ -8,6 +8,7 @@ commits or sends: the caller is a public service inside ``transaction.atomic``.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -176,14 +177,69 @@ def check_can_post(r: Roster, *, sender_id: int) -> Member:
     return member
 
 
-def search_value(text: str) -> Any:
-    """The value of ``Message.search`` for a text (an SQL expression on PostgreSQL, else None)."""
-    if not text or connection.vendor != "postgresql":
-        return None
-    from django.contrib.postgres.search import SearchVector
-    from django.db.models import Value
+# The message row, with its full-text document (``to_tsvector`` of ``content.search_document``;
+# NULL without text), prepared once per connection: the ORM's INSERT cost 0.45 ms of Python a message
+# building and compiling the query and the model (BENCHMARKS.md "Messaging").
+_INSERT_SQL = """
+INSERT INTO messaging_message
+    (conversation_id, seq, sender_id, client_msg_id, kind, text, content, reply_to_id, mentions,
+     mention_all, forwarded, created_at, search)
+VALUES (%(conversation_id)s, %(seq)s, %(sender_id)s, %(client_msg_id)s, %(kind)s, %(text)s,
+        %(content)s::jsonb, %(reply_to_id)s, %(mentions)s::jsonb, %(mention_all)s, %(forwarded)s,
+        %(created_at)s, to_tsvector('simple'::regconfig, %(document)s::text))
+RETURNING id
+"""
+_INSERT = PreparedStatement("messaging_insert", _INSERT_SQL)
 
-    return SearchVector(Value(content.search_document(text)), config="simple")
+
+def _insert_postgresql(
+    conv: Conversation,
+    *,
+    seq: int,
+    sender_id: int | None,
+    client_msg_id: str | None,
+    kind: str,
+    text: str,
+    body: dict[str, Any],
+    reply_to: Message | None,
+    mentions: list[int],
+    mention_all: bool,
+    forwarded: bool,
+    now: Any,
+) -> Message:
+    """``Message.objects.create(...)`` in one prepared statement; the same row and instance
+    (``search`` not kept on the instance: nothing reads it back)."""
+    with connection.cursor() as cursor:
+        _INSERT.execute(
+            cursor,
+            {
+                "conversation_id": conv.pk,
+                "seq": seq,
+                "sender_id": sender_id,
+                "client_msg_id": client_msg_id,
+                "kind": kind,
+                "text": text,
+                "content": json.dumps(body),
+                "reply_to_id": reply_to.pk if reply_to is not None else None,
+                "mentions": json.dumps(mentions),
+                "mention_all": mention_all,
+                "forwarded": forwarded,
+                "created_at": now,
+                "document": content.search_document(text) if text else None,
+            },
+        )
+        (message_id,) = cursor.fetchone()
+    msg = Message.from_db(
+        connection.alias,
+        None,
+        (message_id, conv.pk, seq, sender_id, client_msg_id, kind, text, body,
+         reply_to.pk if reply_to is not None else None, mentions, mention_all, forwarded, now, None, None,
+         None),
+    )  # fmt: skip
+    msg.conversation = conv
+    if reply_to is not None:
+        msg.reply_to = reply_to
+    return msg
 
 
 def append(
@@ -221,21 +277,26 @@ def append(
     if mention_all:
         conv.last_mention_all_seq = seq
         fields.append("last_mention_all_seq")
-    msg = Message.objects.create(
-        conversation=conv,
-        seq=seq,
-        sender_id=sender_id,
-        client_msg_id=client_msg_id,
-        kind=kind,
-        text=text,
-        content=body or {},
-        reply_to=reply_to,
-        mentions=mentions or [],
-        mention_all=mention_all,
-        forwarded=forwarded,
-        search=search_value(text),
-    )
-    msg.search = None  # the SQL expression is not a value to keep around
+    if connection.vendor == "postgresql":
+        msg = _insert_postgresql(
+            conv, seq=seq, sender_id=sender_id, client_msg_id=client_msg_id, kind=kind, text=text,
+            body=body or {}, reply_to=reply_to, mentions=mentions or [], mention_all=mention_all,
+            forwarded=forwarded, now=now,
+        )  # fmt: skip
+    else:
+        msg = Message.objects.create(
+            conversation=conv,
+            seq=seq,
+            sender_id=sender_id,
+            client_msg_id=client_msg_id,
+            kind=kind,
+            text=text,
+            content=body or {},
+            reply_to=reply_to,
+            mentions=mentions or [],
+            mention_all=mention_all,
+            forwarded=forwarded,
+        )
     if fields:
         Conversation.objects.filter(pk=conv.pk).update(**{f: getattr(conv, f) for f in fields})
     # When claimed, claim_seq moved the reader's mark already.
