@@ -23,7 +23,11 @@ load from elsewhere on the machine hits each alike:
   gunicorn (the production configs);
 * **pgbench, same SQL shape**: lock the two wallets in id order, insert the transfer, its entry
   and two postings, update the two balances, commit (the deferred balance trigger runs), 16
-  clients: what PostgreSQL alone does with one transfer on this machine.
+  clients: what PostgreSQL alone does with one transfer on this machine (issue #4's anchor);
+* **pgbench, the full transfer**: the same plus everything else the service reads and writes in
+  PostgreSQL for one auto-accepted transfer (the payer's settings row, today's spending, the chat's
+  row, the read mark, the message, two stream heads, six events), with no application CPU: the
+  ceiling of any implementation in which a transfer is a chat message, as the issue asks.
 
 After each shape the invariants are checked and printed.
 """
@@ -36,8 +40,9 @@ import time
 import uuid
 
 from . import load
-from .env import RUN_DIR, load_average
+from .env import RUN_DIR, load_average, psql
 from .payments_common import (
+    DB_NAME,
     PIN,
     Run,
     Web,
@@ -67,6 +72,93 @@ INSERT INTO payments_posting (entry_id, account_id, amount, currency) VALUES (:e
 UPDATE payments_ledgeraccount SET balance = balance - :amount WHERE id = :a + {wallet0};
 UPDATE payments_ledgeraccount SET balance = balance + :amount WHERE id = :b + {wallet0};
 COMMIT;
+"""
+# Everything the service writes and reads for one auto-accepted transfer, as PostgreSQL alone
+# would do it (no application CPU at all): the payer's settings row locked (PIN, limits), today's
+# spending summed, the same booking as above, then the chat's side: the direct chat's row locked
+# and numbered, the payer's read mark, the transfer's message, both stream heads advanced (in user
+# id order) and 3 events each (message.new, payments.transfer.created, .accepted), with payloads
+# of the service's sizes. The ceiling of any implementation that shows transfers in the chat.
+PGBENCH_TRANSFER_FULL = """\\set a random(1, {n})
+{pair}
+\\set amount random(1, 100)
+\\set ua :a + {user0}
+\\set ub :b + {user0}
+BEGIN;
+SELECT pin_hash, verification_level FROM payments_walletsettings WHERE user_id = :ua FOR UPDATE;
+SELECT (SELECT coalesce(sum(amount), 0) FROM payments_transfer WHERE sender_id = :ua AND currency = 'CNY' AND created_at >= current_date AND status <> 'refunded') + (SELECT coalesce(sum(total_amount), 0) FROM payments_redpacket WHERE sender_id = :ua AND currency = 'CNY' AND created_at >= current_date) + (SELECT coalesce(sum(amount), 0) FROM payments_withdrawal WHERE user_id = :ua AND currency = 'CNY' AND created_at >= current_date AND status <> 'failed') + (SELECT coalesce(sum(amount - refunded_amount), 0) FROM payments_merchantorder WHERE payer_id = :ua AND currency = 'CNY' AND paid_at >= current_date) AS spent \\gset
+SELECT id, balance FROM payments_ledgeraccount WHERE id IN (:a + {wallet0}, :b + {wallet0}) ORDER BY id FOR UPDATE;
+INSERT INTO payments_transfer (sender_id, receiver_id, amount, currency, note, status, created_at, expires_at, resolved_at) VALUES (:ua, :ub, :amount, 'CNY', 'pgbench-full', 'accepted', now(), now() + interval '24 hours', now()) RETURNING id AS transfer_id \\gset
+INSERT INTO payments_journalentry (kind, reference, memo, created_at) VALUES ('adjustment', 'pgbench:transfer:' || :transfer_id, '', now()) RETURNING id AS entry_id \\gset
+INSERT INTO payments_posting (entry_id, account_id, amount, currency) VALUES (:entry_id, :a + {wallet0}, -:amount, 'CNY'), (:entry_id, :b + {wallet0}, :amount, 'CNY');
+UPDATE payments_ledgeraccount SET balance = balance - :amount WHERE id = :a + {wallet0};
+UPDATE payments_ledgeraccount SET balance = balance + :amount WHERE id = :b + {wallet0};
+SELECT id AS conv FROM messaging_conversation WHERE kind = 'direct' AND user_low_id = least(:ua, :ub) AND user_high_id = greatest(:ua, :ub) \\gset
+UPDATE messaging_conversation SET last_seq = last_seq + 1, last_message_at = now() WHERE id = :conv RETURNING last_seq AS seq \\gset
+UPDATE messaging_member SET last_read_seq = :seq WHERE conversation_id = :conv AND user_id = :ua;
+INSERT INTO messaging_message (conversation_id, seq, sender_id, client_msg_id, kind, text, content, mentions, mention_all, forwarded, created_at) VALUES (:conv, :seq, :ua, 'transfer/' || :transfer_id, 'transfer', '', jsonb_build_object('transfer_id', :transfer_id, 'receiver_id', :ub, 'amount', :amount, 'currency', 'CNY', 'note', '', 'status', 'accepted'), '[]', false, false, now()) RETURNING id AS message_id \\gset
+SELECT user_id FROM core_userstream WHERE user_id IN (:ua, :ub) ORDER BY user_id FOR UPDATE;
+UPDATE core_userstream SET last_seq = last_seq + 3 WHERE user_id = :ua RETURNING last_seq AS ha \\gset
+UPDATE core_userstream SET last_seq = last_seq + 3 WHERE user_id = :ub RETURNING last_seq AS hb \\gset
+INSERT INTO core_event (user_id, seq, type, data, created_at) SELECT u, h + k, t, jsonb_build_object('pad', repeat('x', len), 'transfer_id', :transfer_id, 'message_id', :message_id), now() FROM (VALUES (:ua, :ha - 3), (:ub, :hb - 3)) AS s(u, h), (VALUES (1, 'message.new', 400), (2, 'payments.transfer.created', 200), (3, 'payments.transfer.accepted', 230)) AS e(k, t, len);
+COMMIT;
+"""
+# The same full transfer as one PL/pgSQL call (plans cached by PL/pgSQL, one round trip and one
+# implicit transaction): what moving the whole transfer into a stored procedure could reach at
+# best, still with no application CPU. Created in the bench database only (not in migrations).
+FULL_FUNCTION = """
+CREATE OR REPLACE FUNCTION bench_full_transfer(ua bigint, ub bigint, wa bigint, wb bigint, amt bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    spent bigint; tid bigint; eid bigint; conv bigint; s bigint; mid bigint; ha bigint; hb bigint;
+BEGIN
+    PERFORM 1 FROM payments_walletsettings WHERE user_id = ua FOR UPDATE;
+    SELECT (SELECT coalesce(sum(amount), 0) FROM payments_transfer WHERE sender_id = ua AND currency = 'CNY'
+              AND created_at >= current_date AND status <> 'refunded')
+         + (SELECT coalesce(sum(total_amount), 0) FROM payments_redpacket WHERE sender_id = ua AND currency = 'CNY'
+              AND created_at >= current_date)
+         + (SELECT coalesce(sum(amount), 0) FROM payments_withdrawal WHERE user_id = ua AND currency = 'CNY'
+              AND created_at >= current_date AND status <> 'failed')
+         + (SELECT coalesce(sum(amount - refunded_amount), 0) FROM payments_merchantorder WHERE payer_id = ua
+              AND currency = 'CNY' AND paid_at >= current_date)
+      INTO spent;
+    PERFORM 1 FROM payments_ledgeraccount WHERE id IN (wa, wb) ORDER BY id FOR UPDATE;
+    INSERT INTO payments_transfer (sender_id, receiver_id, amount, currency, note, status, created_at, expires_at,
+                                   resolved_at)
+    VALUES (ua, ub, amt, 'CNY', 'pgbench-full', 'accepted', now(), now() + interval '24 hours', now())
+    RETURNING id INTO tid;
+    INSERT INTO payments_journalentry (kind, reference, memo, created_at)
+    VALUES ('adjustment', 'pgbench:transfer:' || tid, '', now()) RETURNING id INTO eid;
+    INSERT INTO payments_posting (entry_id, account_id, amount, currency)
+    VALUES (eid, wa, -amt, 'CNY'), (eid, wb, amt, 'CNY');
+    UPDATE payments_ledgeraccount SET balance = balance - amt WHERE id = wa;
+    UPDATE payments_ledgeraccount SET balance = balance + amt WHERE id = wb;
+    SELECT id INTO conv FROM messaging_conversation
+     WHERE kind = 'direct' AND user_low_id = least(ua, ub) AND user_high_id = greatest(ua, ub);
+    UPDATE messaging_conversation SET last_seq = last_seq + 1, last_message_at = now() WHERE id = conv
+    RETURNING last_seq INTO s;
+    UPDATE messaging_member SET last_read_seq = s WHERE conversation_id = conv AND user_id = ua;
+    INSERT INTO messaging_message (conversation_id, seq, sender_id, client_msg_id, kind, text, content, mentions,
+                                   mention_all, forwarded, created_at)
+    VALUES (conv, s, ua, 'transfer/' || tid, 'transfer', '',
+            jsonb_build_object('transfer_id', tid, 'receiver_id', ub, 'amount', amt, 'currency', 'CNY',
+                               'note', '', 'status', 'accepted'), '[]', false, false, now())
+    RETURNING id INTO mid;
+    PERFORM 1 FROM core_userstream WHERE user_id IN (ua, ub) ORDER BY user_id FOR UPDATE;
+    UPDATE core_userstream SET last_seq = last_seq + 3 WHERE user_id = ua RETURNING last_seq INTO ha;
+    UPDATE core_userstream SET last_seq = last_seq + 3 WHERE user_id = ub RETURNING last_seq INTO hb;
+    INSERT INTO core_event (user_id, seq, type, data, created_at)
+    SELECT u, h + k, t, jsonb_build_object('pad', repeat('x', len), 'transfer_id', tid, 'message_id', mid), now()
+      FROM (VALUES (ua, ha - 3), (ub, hb - 3)) AS x(u, h),
+           (VALUES (1, 'message.new', 400), (2, 'payments.transfer.created', 200),
+                   (3, 'payments.transfer.accepted', 230)) AS e(k, t, len);
+    RETURN tid;
+END $$;
+"""
+PGBENCH_TRANSFER_FUNCTION = """\\set a random(1, {n})
+{pair}
+\\set amount random(1, 100)
+SELECT bench_full_transfer(:a + {user0}, :b + {user0}, :a + {wallet0}, :b + {wallet0}, :amount);
 """
 # b: a friend of a. On the ring, a±d (1 <= d <= k); among hot wallets, any other one.
 RING_PAIR = """\\set d random(1, {k2})
@@ -169,8 +261,15 @@ def _measure(
         else ANY_PAIR.format(n=spec["n"], n1=spec["n"] - 1)
     )
     script = PGBENCH_TRANSFER.format(n=spec["n"], pair=pair, wallet0=spec["wallet0"], user0=spec["user0"])
+    full = PGBENCH_TRANSFER_FULL.format(n=spec["n"], pair=pair, wallet0=spec["wallet0"], user0=spec["user0"])
+    function = PGBENCH_TRANSFER_FUNCTION.format(
+        n=spec["n"], pair=pair, wallet0=spec["wallet0"], user0=spec["user0"]
+    )
+    psql(FULL_FUNCTION, DB_NAME)
     drive = {**spec, "clients": CLIENTS, "seconds": seconds, "pin": PIN}
-    results: dict[str, list[Run]] = {"service": [], "http": [], "pgbench": []}
+    results: dict[str, list[Run]] = {
+        "service": [], "http": [], "pgbench": [], "pgbench_full": [], "pgbench_function": []
+    }  # fmt: skip
 
     def service() -> Run:
         out = child("bench.payments_drive", "transfers", json.dumps(drive), app_name="b_pay_drive")
@@ -183,8 +282,15 @@ def _measure(
     def anchor() -> Run:
         return pgbench(script, clients=CLIENTS, seconds=seconds)
 
+    def ceiling() -> Run:
+        return pgbench(full, clients=CLIENTS, seconds=seconds)
+
+    def procedure() -> Run:
+        return pgbench(function, clients=CLIENTS, seconds=seconds)
+
     _wrk(web, tokens, spec, 2.0)  # warm-up: the workers' connections, imports, caches
-    targets = [("service", service), ("pgbench", anchor), ("http", http)]
+    targets = [("service", service), ("pgbench", anchor), ("http", http), ("pgbench_full", ceiling),
+               ("pgbench_function", procedure)]  # fmt: skip
     for round_no in range(rounds):
         shift = round_no % len(targets)
         for key, measure in targets[shift:] + targets[:shift]:
@@ -239,9 +345,9 @@ def _section(
     def per_s(key: str) -> float:
         return median([r.per_second for r in results[key]])
 
-    def ratio(key: str) -> float:
+    def ratio(key: str, anchor: str = "pgbench") -> float:
         return median(
-            [s.per_second / a.per_second for s, a in zip(results[key], results["pgbench"], strict=True)]
+            [s.per_second / a.per_second for s, a in zip(results[key], results[anchor], strict=True)]
         )
 
     def p99(key: str) -> float:
@@ -265,10 +371,18 @@ def _section(
     rows = [
         f"#### ({'a' if shape == 'wallets' else 'b'}) {title}",
         "",
-        "| target | transfers/s | p99 ms | vs pgbench (same run) | goal | errors |",
-        "|---|---:|---:|---:|---|---|",
+        "| target | transfers/s | p99 ms | vs pgbench (same run) | vs pgbench, the full transfer | goal | errors |",
+        "|---|---:|---:|---:|---:|---|---|",
         f"| pgbench, same SQL shape (lock 2 wallets in id order, transfer, entry, 2 postings, 2 updates) "
-        f"| {per_s('pgbench'):,.0f} | {p99('pgbench'):.1f} | 1.00 | | {errors('pgbench')} |",
+        f"| {per_s('pgbench'):,.0f} | {p99('pgbench'):.1f} | 1.00 | | | {errors('pgbench')} |",
+        f"| pgbench, the full transfer: the same + the payer's settings locked, today's spending, the "
+        f"chat's row numbered, the read mark, the message, 2 stream heads, 6 events (the ceiling of "
+        f"any implementation that shows transfers in the chat) | {per_s('pgbench_full'):,.0f} "
+        f"| {p99('pgbench_full'):.1f} | {ratio('pgbench_full'):.2f}x | 1.00 | | {errors('pgbench_full')} |",
+        f"| pgbench, the full transfer as one PL/pgSQL call (a stored procedure's best case, no "
+        f"application) | {per_s('pgbench_function'):,.0f} | {p99('pgbench_function'):.1f} "
+        f"| {ratio('pgbench_function'):.2f}x | {ratio('pgbench_function', 'pgbench_full'):.2f}x | "
+        f"| {errors('pgbench_function')} |",
     ]
     for key, label in (
         ("service", f"service layer: `transfer_create`, {CLIENTS} processes (Python CPU {client_cpu:.1f} ms/transfer)"),
@@ -278,7 +392,8 @@ def _section(
         goal = GOALS[key]
         met = "met" if ratio(key) >= goal else f"**NOT met** ({ratio(key) / goal:.2f} of the goal)"
         rows.append(
-            f"| {label} | {per_s(key):,.0f} | {p99(key):.1f} | **{ratio(key):.2f}x** | >= {goal}x: {met} | {errors(key)} |"
+            f"| {label} | {per_s(key):,.0f} | {p99(key):.1f} | **{ratio(key):.2f}x** "
+            f"| {ratio(key, 'pgbench_full'):.2f}x | >= {goal}x: {met} | {errors(key)} |"
         )
     raw = {key: [r.summary() for r in runs] for key, runs in results.items()}
     rows += [
