@@ -5,10 +5,13 @@ Stored events (each carries the recipient's cursor; ``sync since <cursor>`` retu
 ============================== ============================================ =====================
 type                           data                                         to
 ============================== ============================================ =====================
-``message.new``                :func:`message` (system messages too)        active members
+``message.new``                :func:`message` (system messages too)        active members; a
+                                                                            payment's notice
+                                                                            line: as below
 ``message.recalled``           :func:`recall`                               active members
-``message.updated``            :func:`message` as it is now (a transfer's   active members
-                               ``content.status`` changed)
+``message.updated``            :func:`message` as it is now (a transfer's   active members who
+                               ``content.status`` changed)                  joined before it
+                                                                            (who can see it)
 ``message.deleted``            ``{conversation_id, seq}`` (delete for me)   my devices
 ``conversation.read``          ``{conversation_id, user_id, last_read_seq}`` my devices; the peer
                                                                             of a direct chat

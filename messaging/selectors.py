@@ -67,7 +67,10 @@ def decorate(members: Sequence[Member], *, user_id: int) -> None:
             .select_related("user")
         }
     for m in members:
-        m.last_message = last.get(m.conversation_id)  # type: ignore[attr-defined]
+        found = last.get(m.conversation_id)
+        if found is not None and about_unseen(found, joined_seq=m.joined_seq):
+            found = None
+        m.last_message = found  # type: ignore[attr-defined]
         m.peer = peers.get(m.conversation_id)  # type: ignore[attr-defined]
 
 
@@ -81,8 +84,15 @@ def direct_message_check(*, sender_id: int, peer_id: int) -> None:
     friends, blocked = flags
     if blocked:
         raise Forbidden(_("You cannot message this user."), code="blocked")
-    if not friends and not UserSettings.objects.filter(user_id=peer_id, allow_strangers=True).exists():
+    if not friends and not accepts_strangers(user_id=peer_id):
         raise Forbidden(_("Only friends can message this user."), code="not_friends")
+
+
+def accepts_strangers(*, user_id: int) -> bool:
+    """Did ``user_id`` open their direct chat to non-friends (``allow_strangers``)? The one
+    place that says so: the direct chat's rule, and whether a group transfer from a non-friend
+    may be auto-accepted (payments), read it here. One query."""
+    return UserSettings.objects.filter(user_id=user_id, allow_strangers=True).exists()
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,9 @@ class SendTarget:
     conversation_id: int | None
     is_group: bool
     member_count: int  # active members, the sender included
+    # The receiver would take a message from the sender in a direct chat: friends, or a receiver
+    # who accepts strangers. Only then may a payment be auto-accepted (payment_receiver_check).
+    accepts_sender: bool = True
 
 
 def send_check(
@@ -126,6 +139,76 @@ def send_check(
         direct_message_check(sender_id=sender_id, peer_id=peer)
         return SendTarget(conversation_id=conv.pk, is_group=False, member_count=2)
     return SendTarget(conversation_id=conv.pk, is_group=True, member_count=conv.member_count)
+
+
+# payment_receiver_check's read in one statement: the conversation (kind, the pair of a direct
+# chat, its size) only if the payer is an active member, and whether the receiver is one too.
+_PAYMENT_RECEIVER_SQL = """
+SELECT c.kind, c.user_low_id, c.user_high_id, c.member_count,
+       EXISTS (SELECT 1 FROM messaging_member r
+                WHERE r.conversation_id = c.id AND r.user_id = %(receiver_id)s AND r.left_at IS NULL)
+  FROM messaging_conversation c
+ WHERE c.id = %(conversation_id)s
+   AND EXISTS (SELECT 1 FROM messaging_member s
+                WHERE s.conversation_id = c.id AND s.user_id = %(sender_id)s AND s.left_at IS NULL)
+"""
+
+
+def payment_receiver_check(*, sender_id: int, receiver_id: int, conversation_id: int) -> SendTarget:
+    """May ``sender_id`` pay ``receiver_id`` with a payment shown in ``conversation_id`` (a
+    transfer to one member of a group, as WeChat offers)? Reads only; for a caller that must
+    refuse before a PIN check. The writing service (``payment_message_post`` with
+    ``receiver_id``) checks both memberships again under the conversation's lock.
+
+    In a group: both are active members (a payer who is not, or an unknown conversation: 404
+    ``conversation_not_found``, never a hint; a receiver who is not: 404 ``member_not_found``),
+    the receiver is an active user (404 ``user_not_found``) and neither blocked the other (403
+    ``blocked``); friendship is not needed, as for any message in a group, but it is reported:
+    ``accepts_sender`` is False when they are not friends and the receiver does not accept
+    strangers (:func:`accepts_strangers`), so that the money waits for the receiver's own accept
+    even with auto-accept on (a stranger in a shared group must not put money in a wallet with
+    no step to refuse it). In a direct chat: the receiver must be the peer, then the direct
+    chat's rule (:func:`direct_message_check`), exactly as a transfer made with the peer's id.
+    One statement, plus the relation check (:func:`group_payment_rule`), plus the receiver's
+    settings between non-friends.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PAYMENT_RECEIVER_SQL,
+            {"conversation_id": conversation_id, "sender_id": sender_id, "receiver_id": receiver_id},
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise _no_conversation()
+    kind, low, high, member_count, receiver_is_member = row
+    if not receiver_is_member:
+        raise NotFound(_("Not a member."), code="member_not_found")
+    if kind == Conversation.Kind.DIRECT:
+        direct_message_check(sender_id=sender_id, peer_id=high if low == sender_id else low)
+        return SendTarget(conversation_id=conversation_id, is_group=False, member_count=2)
+    friends = group_payment_rule(sender_id=sender_id, receiver_id=receiver_id)
+    return SendTarget(
+        conversation_id=conversation_id,
+        is_group=True,
+        member_count=member_count,
+        accepts_sender=friends or accepts_strangers(user_id=receiver_id),
+    )
+
+
+def group_payment_rule(*, sender_id: int, receiver_id: int) -> bool:
+    """The rule between a payer and the member they pay in a group: the receiver is an active
+    user (404 ``user_not_found``) and neither blocked the other (403 ``blocked``). A block stops
+    a group transfer though not a group message: a message is said to the group, money is given
+    to one person who chose not to deal with the payer. Friendship is not needed; returns
+    whether they are friends. One statement; run before the PIN (:func:`payment_receiver_check`)
+    and again under the group's lock (``payment_message_post``), as the direct chat's rule is."""
+    flags = account_selectors.relation_flags(user_id=sender_id, other_id=receiver_id)
+    if flags is None:
+        raise NotFound(_("No such user."), code="user_not_found")
+    friends, blocked = flags
+    if blocked:
+        raise Forbidden(_("You cannot message this user."), code="blocked")
+    return friends
 
 
 @dataclass(frozen=True)
@@ -202,11 +285,27 @@ def member_list(*, user_id: int, conversation_id: int) -> QuerySet[Member]:
 
 def _visible_messages(member: Member, user_id: int) -> QuerySet[Message]:
     hidden = HiddenMessage.objects.filter(user_id=user_id, message_id=OuterRef("pk"))
-    return (
-        Message.objects.filter(conversation_id=member.conversation_id, seq__gt=member.joined_seq)
-        .filter(~Exists(hidden))
-        .select_related("reply_to")
-    )
+    qs = Message.objects.filter(conversation_id=member.conversation_id, seq__gt=member.joined_seq)
+    if member.joined_seq:
+        # A newcomer: a payment's notice line ("transfer accepted") about a bubble from before
+        # the join is hidden with its bubble (``about_unseen``). ``has_key`` first: without the
+        # key, the comparison would be NULL and NOT would hide every other system line too.
+        qs = qs.exclude(
+            kind=Message.Kind.SYSTEM,
+            content__has_key="message_seq",
+            content__message_seq__lte=member.joined_seq,
+        )
+    return qs.filter(~Exists(hidden)).select_related("reply_to")
+
+
+def about_unseen(msg: Message, *, joined_seq: int) -> bool:
+    """Is ``msg`` a payment's notice line (``content.message_seq``) about a message its reader
+    cannot see (from before they joined)? Such a line is hidden with its bubble: from history
+    (:func:`history`), the conversation list's last message, and its ``message.new`` (messaging's
+    ``payment_message_update`` sends it only to the members who see the bubble), so that a
+    member who joined after a transfer learns nothing about it, in events as in history."""
+    about = msg.content.get("message_seq") if msg.kind == Message.Kind.SYSTEM else None
+    return isinstance(about, int) and about <= joined_seq
 
 
 def history(

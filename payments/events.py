@@ -127,9 +127,15 @@ def red_packet_detail(packet: RedPacket, grabs: list[RedPacketGrab]) -> dict[str
 
 
 def transfer_bubble(transfer: Transfer) -> dict[str, Any]:
-    """The ``content`` of a transfer's chat message (``status`` changes with the transfer)."""
+    """The ``content`` of a transfer's chat message (``status`` changes with the transfer).
+
+    ``receiver_id`` names who may accept it: in a group every member sees the bubble ("X
+    transferred to Y") and only Y gets the accept and return buttons; one rule for direct chats
+    too. Bubbles stored before it was added lack it: their receiver is the direct chat's peer.
+    """
     return {
         "transfer_id": transfer.id,
+        "receiver_id": transfer.receiver_id,
         "amount": transfer.amount,
         "currency": transfer.currency,
         "note": transfer.note,

@@ -460,14 +460,27 @@ def provider_event_handle(*, provider: str, event_id: str, type: str, obj: dict)
 
 
 def transfer_create(
-    *, sender_id: int, receiver_id: int, amount: int, pin: str, note: str = "", currency: str | None = None
+    *,
+    sender_id: int,
+    receiver_id: int,
+    amount: int,
+    pin: str,
+    note: str = "",
+    currency: str | None = None,
+    conversation_id: int | None = None,
 ) -> Transfer:
     """Send money to a friend, shown as a ``transfer`` message in their direct chat (created on
-    first use). It waits in escrow until the receiver accepts it, or goes back to the sender
-    after ``PAYMENTS_TRANSFER_TTL``; when the receiver auto-accepts, it goes straight from wallet
-    to wallet in one journal entry and is born ``accepted``. Who may receive: whoever the sender
-    may message (messaging's rule: friends, or a receiver who accepts strangers; no block either
-    way), checked before the PIN, so a refusal spends no PIN try.
+    first use), or to one member of a group, shown in the group (``conversation_id``). It waits
+    in escrow until the receiver accepts it, or goes back to the sender after
+    ``PAYMENTS_TRANSFER_TTL``; when the receiver auto-accepts, it goes straight from wallet to
+    wallet in one journal entry and is born ``accepted``. Who may receive, checked before the
+    PIN, so a refusal spends no PIN try: in a direct chat, whoever the sender may message
+    (messaging's rule: friends, or a receiver who accepts strangers; no block either way); in a
+    group, another active member, friend or not, with no block either way
+    (``messaging.selectors.payment_receiver_check``: 404 for a group the sender is not in, as
+    messaging answers); auto-accept then applies only between friends or when the receiver
+    accepts strangers, else it waits for the receiver's accept. A direct chat's id as
+    ``conversation_id`` is the direct path: the receiver must be its peer.
 
     One money transaction does it all: the chat rule, the payer's settings row locked, the PIN
     judged, the limits, the ledger entry with the transfer row (one statement on PostgreSQL),
@@ -489,6 +502,7 @@ def transfer_create(
             pin=pin,
             note=note,
             currency=currency,
+            conversation_id=conversation_id,
             pin_state_first=pin_state_first,
         )
         if isinstance(outcome, Transfer):
@@ -554,10 +568,12 @@ def _payer_lock(user_id: int) -> WalletSettings | None:
 
 
 def _transfer_reads(
-    *, sender_id: int, receiver_id: int, currency: str
+    *, sender_id: int, receiver_id: int, currency: str, may_auto_accept: bool = True
 ) -> tuple[bool, int, int, int, int | None, int | None]:
     """(receiver auto-accepts, payer's spending today, sender's wallet, receiver's wallet,
-    sender's escrow, the new transfer's id or None). Accounts are made on first use."""
+    sender's escrow, the new transfer's id or None). Accounts are made on first use.
+    ``may_auto_accept`` False (a group transfer from a stranger): pending whatever the receiver's
+    setting, so the escrow is made if missing."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             _TRANSFER_READS.execute(
@@ -570,6 +586,7 @@ def _transfer_reads(
                 },
             )
             auto_accept, spent, sender_wallet, receiver_wallet, escrow, transfer_id = cursor.fetchone()
+        auto_accept = bool(auto_accept) and may_auto_accept
         # First payments of a user: make the missing accounts (race-free get-or-create).
         if sender_wallet is None:
             sender_wallet = wallet_for(user_id=sender_id, currency=currency).id
@@ -579,7 +596,7 @@ def _transfer_reads(
             escrow = account_for(kind=AccountKind.TRANSFER_ESCROW, owner_id=sender_id, currency=currency).id
         return bool(auto_accept), int(spent), sender_wallet, receiver_wallet, escrow, transfer_id
     return (
-        wallet_settings_get(user_id=receiver_id).auto_accept_transfers,
+        wallet_settings_get(user_id=receiver_id).auto_accept_transfers and may_auto_accept,
         _spent_today(user_id=sender_id, currency=currency),
         wallet_for(user_id=sender_id, currency=currency).id,
         wallet_for(user_id=receiver_id, currency=currency).id,
@@ -597,14 +614,23 @@ def _transfer_create(
     pin: str,
     note: str,
     currency: str,
+    conversation_id: int | None,
     pin_state_first: bool,
 ) -> Transfer | ApplicationError | None:
     """The money transaction of :func:`transfer_create`. Returns the transfer; or, to be
     committed and then raised, a wrong PIN's error; or None when a right PIN changed its row
     (``pin_state_first``) and that alone is committed: the caller runs it again."""
     # The chat's rule first, before the PIN: a refusal spends no try. The message's service
-    # checks again under the chat's lock.
-    chat_selectors.direct_message_check(sender_id=sender_id, peer_id=receiver_id)
+    # checks again under the chat's lock (in a group: both memberships and blocks). A direct
+    # transfer only reaches friends or a receiver who accepts strangers; in a group anyone may
+    # pay a member, but only those two may auto-accept (``accepts_sender``).
+    may_auto_accept = True
+    if conversation_id is None:
+        chat_selectors.direct_message_check(sender_id=sender_id, peer_id=receiver_id)
+    else:
+        may_auto_accept = chat_selectors.payment_receiver_check(
+            sender_id=sender_id, receiver_id=receiver_id, conversation_id=conversation_id
+        ).accepts_sender
     payer = _payer_lock(sender_id)
     if payer is None:
         raise Forbidden(_("Set a payment PIN first."), code="pin_not_set")
@@ -618,7 +644,7 @@ def _transfer_create(
     if pin_changes and pin_state_first:
         return None
     auto_accept, spent, sender_wallet, receiver_wallet, escrow, transfer_id = _transfer_reads(
-        sender_id=sender_id, receiver_id=receiver_id, currency=currency
+        sender_id=sender_id, receiver_id=receiver_id, currency=currency, may_auto_accept=may_auto_accept
     )
     _check_limits(payer=payer, amount=amount, currency=currency, spent=spent)
     now = timezone.now()
@@ -686,13 +712,16 @@ def _transfer_create(
                 user_ids=[sender_id, receiver_id], type=events.TRANSFER_ACCEPTED, data=payload
             )
         )
-    # After the ledger: locks the direct chat, stores the bubble, publishes everything at once.
+    # After the ledger: locks the chat (the pair's, or the group given), stores the bubble (every
+    # member gets it; it names the receiver), publishes everything at once.
     chat_services.payment_message_post(
         sender_id=sender_id,
         kind="transfer",
         object_id=transfer.id,
         body=events.transfer_bubble(transfer),
-        to_user_id=receiver_id,
+        conversation_id=conversation_id,
+        to_user_id=receiver_id if conversation_id is None else None,
+        receiver_id=receiver_id,
         also_publish=specs,
     )
     return transfer

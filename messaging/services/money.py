@@ -20,9 +20,9 @@ from django.db import connection
 from django.utils.translation import gettext as _
 
 from superapp.core import events as core_events
-from superapp.core.errors import ValidationFailed
+from superapp.core.errors import NotFound, ValidationFailed
 
-from .. import content, events, notifications
+from .. import content, events, notifications, selectors
 from ..models import Conversation, Message
 from . import _core
 from .messages import _direct_conversation
@@ -52,6 +52,7 @@ def payment_message_post(
     body: dict[str, Any],
     conversation_id: int | None = None,
     to_user_id: int | None = None,
+    receiver_id: int | None = None,
     also_publish: Sequence[core_events.EventSpec] = (),
 ) -> PaymentPost:
     """Post the message of a new payment (``kind`` transfer or red_packet, ``object_id`` its id)
@@ -66,6 +67,14 @@ def payment_message_post(
     ``message.new`` (and ``conversation.new`` for a new direct chat) with ``also_publish`` in
     one ``publish_many``, so every stream head is locked once, in id order. Offline members get
     a push ("[Transfer]", "[Red Packet]") after commit.
+
+    ``receiver_id``: the one member the payment is for (a transfer to a member of a group): must
+    be an active member too, checked under the conversation's lock from the roster the message
+    needs anyway (no statement more), else 404 ``member_not_found``; and in a group the rule
+    between the two is run again here (``selectors.group_payment_rule``, one statement: 403
+    ``blocked``, 404 ``user_not_found``), as a direct chat's rule is run again under its lock,
+    so that a block committed while the caller judged the PIN and moved the money still refuses
+    it. Either way the caller's transaction, money included, rolls back.
     """
     _in_transaction(kind)
     if (conversation_id is None) == (to_user_id is None):
@@ -102,6 +111,11 @@ def payment_message_post(
             r = _core.Roster(conv, _core.active_members([conv.pk]).get(conv.pk, {}))
         _core.check_can_post(r, sender_id=sender_id)
         claimed = True
+    if receiver_id is not None:
+        if receiver_id not in r.members:
+            raise NotFound(_("Not a member."), code="member_not_found")
+        if r.conversation.is_group:
+            selectors.group_payment_rule(sender_id=sender_id, receiver_id=receiver_id)
     msg = _core.append(
         r,
         sender_id=sender_id,
@@ -142,8 +156,8 @@ def payment_message_update(
     actor_id: int | None = None,
     also_publish: Sequence[core_events.EventSpec] = (),
 ) -> Message | None:
-    """Change the content of a payment's message (a transfer accepted or refunded): every
-    member's devices get ``message.updated``, and history shows the new state.
+    """Change the content of a payment's message (a transfer accepted or refunded): the devices
+    of every member who can see it get ``message.updated``, and history shows the new state.
 
     ``notice``: also add a system line (``content.event`` = notice, with ``<kind>_id`` and the
     bubble's ``message_seq``), like WeChat's "Transfer accepted"; ``actor_id`` is who caused it
@@ -151,6 +165,12 @@ def payment_message_update(
     the conversation row, then publishes everything with ``also_publish`` in one
     ``publish_many``. Returns None, publishing only ``also_publish``, when the payment has no
     message (made before payments were shown in chats).
+
+    Who is told: the active members who joined before the bubble (``joined_seq < seq``), the
+    ones whose history shows it. A member who joined a group after it learns nothing of it: no
+    ``message.updated`` (it would carry the amount and the note), no ``message.new`` of the
+    notice line, and their history hides that line too (``selectors.about_unseen``), so events
+    and history agree. Direct chats: ``joined_seq`` is 0, both members are told.
     """
     _in_transaction(kind)
     key = content.payment_client_msg_id(kind, object_id)
@@ -168,11 +188,12 @@ def payment_message_update(
     msg = Message.objects.get(sender_id=sender_id, client_msg_id=key)
     msg.content = {**msg.content, **changes}
     msg.save(update_fields=["content"])
-    specs = [core_events.EventSpec(r.user_ids, events.MESSAGE_UPDATED, events.message(msg))]
+    viewers = sorted(u for u, m in r.members.items() if m.joined_seq < msg.seq)
+    specs = [core_events.EventSpec(viewers, events.MESSAGE_UPDATED, events.message(msg))]
     if notice is not None:
         line = _core.system_message(
             r, actor_id=actor_id, event=notice, **{f"{kind}_id": object_id, "message_seq": msg.seq}
         )
-        specs.append(_core.new_message_spec(r, line))
+        specs.append(core_events.EventSpec(viewers, events.MESSAGE_NEW, events.message(line)))
     core_events.publish_many(specs=[*specs, *also_publish])
     return msg

@@ -70,7 +70,18 @@ class TopUpSerializer(serializers.Serializer):
 
 
 class TransferCreateSerializer(serializers.Serializer):
-    receiver_id = serializers.IntegerField()
+    receiver_id = serializers.IntegerField(
+        help_text="Who gets it: a friend, or with conversation_id another active member of that group."
+    )
+    conversation_id = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text=(
+            "A group to send it in (shown there to every member, for receiver_id only); omit for the "
+            "direct chat with receiver_id. A direct chat's id is the same as omitting it (receiver_id "
+            "must be its peer). Not a member of it: 404."
+        ),
+    )
     amount = serializers.IntegerField(min_value=1, help_text="Minor units (fen).")
     currency = serializers.CharField(required=False, min_length=3, max_length=3)
     note = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")

@@ -213,7 +213,7 @@ class TransferListView(ListAPIView):
         responses={201: s.TransferSerializer},
         tags=["payments"],
         parameters=[IDEMPOTENCY_HEADER],
-        summary="Send money to a friend",
+        summary="Send money to a friend, or to one member of a group chat",
     )
     @idempotent
     def post(self, request: Request) -> Response:

@@ -104,7 +104,8 @@ def test_message_updated(alice, bob):
         assert set(data) == MESSAGE_KEYS
         assert (data["seq"], data["kind"], data["sender_id"]) == (1, "transfer", alice.pk)
         assert data["content"] == {
-            "transfer_id": transfer.pk, "amount": 100, "currency": "CNY", "note": "", "status": "accepted",
+            "transfer_id": transfer.pk, "receiver_id": bob.pk, "amount": 100, "currency": "CNY", "note": "",
+            "status": "accepted",
         }  # fmt: skip
 
 

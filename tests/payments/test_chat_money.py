@@ -29,7 +29,7 @@ from ..conftest import befriend
 from .conftest import PIN, fund, with_pin
 
 IDEM = "HTTP_IDEMPOTENCY_KEY"
-BUBBLE_KEYS = {"transfer_id", "amount", "currency", "note", "status"}
+BUBBLE_KEYS = {"transfer_id", "receiver_id", "amount", "currency", "note", "status"}
 PACKET_BUBBLE_KEYS = {"red_packet_id", "kind", "greeting", "count", "currency", "status"}
 
 
@@ -104,6 +104,7 @@ def test_a_transfer_is_a_message_in_both_histories_and_in_sync(client_for, frien
         assert bubble["kind"] == "transfer" and bubble["sender_id"] == alice.pk and bubble["text"] == ""
         assert bubble["content"] == {
             "transfer_id": transfer_id,
+            "receiver_id": bob.pk,
             "amount": 300,
             "currency": "CNY",
             "note": "dinner",
@@ -589,7 +590,8 @@ async def test_status_change_reaches_every_device_of_both(alice, bob):
     for ws in (alice_phone, alice_laptop, bob_phone):
         updated = await next_event(ws, "message.updated")
         assert updated["data"]["content"] == {
-            "transfer_id": transfer.pk, "amount": 500, "currency": "CNY", "note": "dinner", "status": "accepted",
+            "transfer_id": transfer.pk, "receiver_id": bob.pk, "amount": 500, "currency": "CNY",
+            "note": "dinner", "status": "accepted",
         }  # fmt: skip
         notice = await next_event(ws, "message.new")
         assert notice["cursor"] == updated["cursor"] + 1
