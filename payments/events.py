@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 
 from .models import (
+    IdentityVerification,
     MerchantOrder,
     MerchantRefund,
     RedPacket,
@@ -300,4 +301,52 @@ def settlement_payload(batch: SettlementBatch) -> dict[str, Any]:
         "net": batch.net,
         "entry_id": batch.entry_id,
         "created_at": _iso(batch.created_at),
+    }
+
+
+# --- Real-name verification (payments/verification.py) -------------------------------------------
+
+VERIFICATION_UPDATED = "payments.verification.updated"  # the user: pending, verified, failed...
+
+ALL_TYPES += (VERIFICATION_UPDATED,)
+
+
+def mask_legal_name(name: str) -> str:
+    """A legal name as WeChat shows it: every character but the last hidden ("李明" -> "*明");
+    a name of several words keeps only its last word ("Jenny Rosen" -> "***** Rosen")."""
+    words = name.split()
+    if not words:
+        return ""
+    if len(words) == 1:
+        return "*" * (len(name) - 1) + name[-1:]
+    return " ".join("*" * len(word) for word in words[:-1]) + " " + words[-1]
+
+
+def mask_id_number(verification: IdentityVerification) -> str:
+    """A resident ID as WeChat-like apps show it, all hidden but the check character
+    ("*****************X"); nothing for other documents (none of their digits is kept)."""
+    if verification.id_type == "cn_resident_id" and verification.id_number_check:
+        return "*" * 17 + verification.id_number_check
+    return ""
+
+
+def verification_payload(verification: IdentityVerification, *, level: str) -> dict[str, Any]:
+    """A verification as its owner sees it: the name and the ID number masked.
+    ``level`` is the wallet's verification level after this change (it picks the limits)."""
+    verified = verification.status in (
+        IdentityVerification.Status.VERIFIED,
+        IdentityVerification.Status.REVOKED,
+    )
+    return {
+        "id": verification.id,
+        "status": verification.status,
+        "provider": verification.provider,
+        "legal_name": mask_legal_name(verification.legal_name) if verified else "",
+        "id_type": verification.id_type if verified else "",
+        "id_number_masked": mask_id_number(verification) if verified else "",
+        "failure_code": verification.failure_code,
+        "failure_reason": verification.failure_reason,
+        "created_at": _iso(verification.created_at),
+        "resolved_at": _iso(verification.resolved_at),
+        "verification_level": level,
     }

@@ -406,3 +406,6 @@ from .models_merchants import (  # noqa: E402, F401
     PaymentCode,
     SettlementBatch,
 )
+
+# Real-name verification (payments/verification.py): its own module, seen by Django from here.
+from .models_verification import IdentityVerification, VerifiedIdentity  # noqa: E402, F401

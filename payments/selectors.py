@@ -14,6 +14,7 @@ from superapp.core.errors import NotFound
 from .models import (
     AccountKind,
     Card,
+    IdentityVerification,
     LedgerAccount,
     Posting,
     RedPacket,
@@ -129,3 +130,8 @@ def withdrawal_get(*, user_id: int, withdrawal_id: int) -> Withdrawal:
     if withdrawal is None:
         raise NotFound()
     return withdrawal
+
+
+def verification_latest(*, user_id: int) -> IdentityVerification | None:
+    """The user's latest real-name verification attempt (None: never started)."""
+    return IdentityVerification.objects.filter(user_id=user_id).order_by("-id").first()

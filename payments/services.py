@@ -451,6 +451,11 @@ def provider_event_handle(*, provider: str, event_id: str, type: str, obj: dict)
             reason=str(obj.get("failure_message") or obj.get("failure_code") or ""),
         ):
             outcome = "paid" if type == "payout.paid" else "returned"
+    elif type.startswith("identity.verification_session."):
+        from . import verification  # real-name verification (it imports this module)
+
+        if type in verification.SESSION_EVENTS:
+            outcome = verification.verification_event_apply(provider=provider, type=type, obj=obj)
     row.outcome = outcome
     row.save(update_fields=["outcome"])
     return outcome

@@ -4,7 +4,7 @@ from celery import shared_task
 
 from superapp.core.idempotency import idempotency_keys_purge
 
-from . import orders, payment_codes, red_packets, services, settlement
+from . import orders, payment_codes, red_packets, services, settlement, verification
 from .ledger import ledger_reconcile
 from .providers import ProviderUnavailable
 
@@ -43,6 +43,22 @@ def submit_withdrawal(withdrawal_id: int) -> None:
 @shared_task(name="payments.resubmit_stale_withdrawals", ignore_result=True)
 def resubmit_stale_withdrawals() -> int:
     return services.withdrawals_resubmit_stale()
+
+
+@shared_task(
+    name="payments.complete_verification",
+    ignore_result=True,
+    autoretry_for=(ProviderUnavailable,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def complete_verification(verification_id: int) -> None:
+    verification.verification_complete(verification_id=verification_id)
+
+
+@shared_task(name="payments.complete_stale_verifications", ignore_result=True)
+def complete_stale_verifications() -> int:
+    return verification.verifications_complete_stale()
 
 
 # --- Payments II ---------------------------------------------------------------------------------

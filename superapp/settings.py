@@ -621,6 +621,14 @@ PAYMENTS_PIN_LOCK = timedelta(hours=3)
 # Keep them apart from the database backups; empty: derived from SECRET_KEY (+ fallbacks).
 PAYMENTS_PIN_KEYS = env.list("PAYMENTS_PIN_KEYS", default=[])
 PAYMENTS_TRANSFER_TTL = timedelta(hours=24)
+# Real-name verification (payments/verification.py). One identity (ID document) may verify this
+# many accounts: 5, as WeChat Pay allows per resident ID card; 1 for one account per person.
+PAYMENTS_IDENTITY_MAX_ACCOUNTS = env.int("PAYMENTS_IDENTITY_MAX_ACCOUNTS", default=5)
+# Key of the ID number hashes: required in production (deploy check payments.W001), long, random,
+# kept apart from the other settings and the backups: whoever holds it can find a resident ID
+# number from its hash by trying them. Empty (development): derived from SECRET_KEY. Never change
+# it (earlier hashes become unmatchable, so an identity could verify its accounts again).
+PAYMENTS_IDENTITY_KEY = env.str("PAYMENTS_IDENTITY_KEY", default="")
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
@@ -637,8 +645,14 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
         "PaymentsRedPacketKindEnum": "payments.models.RedPacket.Kind",
         "PaymentsRedPacketStatusEnum": "payments.models.RedPacket.Status",
         "PaymentsWithdrawalStatusEnum": "payments.models.Withdrawal.Status",
+        "PaymentsVerificationStatusEnum": "payments.models.IdentityVerification.Status",
+        "PaymentsVerificationStateEnum": "payments.models_verification.VERIFICATION_STATES",
     }
 )
+CELERY_BEAT_SCHEDULE["payments-complete-stale-verifications"] = {
+    "task": "payments.complete_stale_verifications",
+    "schedule": 600.0,
+}
 CELERY_BEAT_SCHEDULE["payments-resubmit-stale-withdrawals"] = {
     "task": "payments.resubmit_stale_withdrawals",
     "schedule": 600.0,

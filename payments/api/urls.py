@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import verification_views, views
 
 urlpatterns = [
     path("wallet", views.WalletView.as_view(), name="payments-wallet"),
@@ -38,6 +38,9 @@ urlpatterns += [
 urlpatterns += [
     path("withdrawals", views.WithdrawalListView.as_view(), name="payments-withdrawals"),
     path("withdrawals/<int:withdrawal_id>", views.WithdrawalDetailView.as_view(), name="payments-withdrawal"),
+]
+urlpatterns += [
+    path("verification", verification_views.VerificationView.as_view(), name="payments-verification"),
 ]
 # Payments II: merchants (owner) and checkout (payer); the merchant servers' API is /api/v1/pay/.
 from .merchant_urls import urlpatterns as merchant_urlpatterns  # noqa: E402

@@ -4,15 +4,47 @@ Cards: a SetupIntent for the app to confirm with Stripe's SDK, then the resultin
 attached to the user's Customer. Top-ups: an off-session PaymentIntent confirmed at once; the
 wallet is credited only by the signed ``payment_intent.succeeded`` webhook
 (``payments.services.provider_event_handle``), never by this call's answer.
+
+Real-name verification: a Stripe Identity VerificationSession of type ``document`` whose
+``client_secret`` (Stripe.js / the mobile SDK) or ``url`` (Stripe's hosted page) the app opens;
+the outcome arrives by the signed ``identity.verification_session.*`` webhooks, and the verified
+name and document are read back from the session's ``verified_outputs`` and its report.
 """
 
 from __future__ import annotations
+
+import re
 
 import stripe
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from . import CardInfo, CardSetup, PayoutResult, ProviderError, ProviderUnavailable, TopUpResult
+from . import (
+    CardInfo,
+    CardSetup,
+    IdentityResult,
+    IdentityStart,
+    IdentityStatus,
+    PayoutResult,
+    ProviderError,
+    ProviderUnavailable,
+    TopUpResult,
+)
+from .sandbox import legal_name_normalize
+
+# Han, kana and Hangul: names written family name first with no space ("李明", "山田太郎").
+_CJK_NAME = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f·]+"
+)
+
+
+def _legal_name(first: str, last: str) -> str:
+    """The name as the document writes it: a CJK name family name first with no space ("李明",
+    as the sandbox stores the same person), any other "given family"."""
+    first, last = legal_name_normalize(first), legal_name_normalize(last)
+    if first and last and _CJK_NAME.fullmatch(first) and _CJK_NAME.fullmatch(last):
+        return last + first
+    return f"{first} {last}".strip()
 
 
 def _client() -> stripe.StripeClient:
@@ -110,3 +142,98 @@ class StripeProvider:
         except stripe.StripeError as exc:
             raise ProviderUnavailable(_("The payout service is not available.")) from exc
         return PayoutResult(provider_ref=payout.id, paid=False)
+
+    def identity_start(
+        self, *, verification_id: int, user_id: int, legal_name: str, id_number: str
+    ) -> IdentityStart:
+        """A document check with a matching selfie; Stripe's own UI collects the document, so
+        the typed ``legal_name`` / ``id_number`` are not used."""
+        try:
+            session = _client().v1.identity.verification_sessions.create(
+                params={
+                    "type": "document",
+                    "client_reference_id": str(user_id),
+                    "metadata": {"verification_id": str(verification_id), "user_id": str(user_id)},
+                    "options": {"document": {"require_matching_selfie": True}},
+                },
+                options={"idempotency_key": f"identity-{verification_id}"},
+            )
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(
+                _("The verification service is not available. Try again later.")
+            ) from exc
+        return IdentityStart(
+            provider_ref=session.id, client_secret=session.client_secret or "", url=session.url or ""
+        )
+
+    def identity_result(self, *, provider_ref: str) -> IdentityResult:
+        """The verified name (the session's ``verified_outputs``, expanded) and the document
+        (its last report, ``document.number`` expanded: Stripe returns the number only when
+        asked). Network failures propagate as ProviderUnavailable so that the task retries.
+
+        Raises:
+            ProviderError ``identity_not_verified``: the session is not verified, or its report
+                carries no document number (nothing to bind the identity to).
+        """
+        client = _client()
+        try:
+            session = client.v1.identity.verification_sessions.retrieve(
+                provider_ref, params={"expand": ["verified_outputs"]}
+            )
+            report_id = session.last_verification_report
+            if session.status != "verified" or not isinstance(report_id, str) or not report_id:
+                raise ProviderError(_("The identity is not verified."), code="identity_not_verified")
+            report = client.v1.identity.verification_reports.retrieve(
+                report_id, params={"expand": ["document.number"]}
+            )
+        except stripe.InvalidRequestError as exc:
+            raise ProviderError(_("The identity is not verified."), code="identity_not_verified") from exc
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_("The verification service is not available.")) from exc
+        outputs = getattr(session, "verified_outputs", None)
+        document = getattr(report, "document", None)
+        number = getattr(document, "number", None)
+        if not number:
+            raise ProviderError(_("The document could not be read."), code="identity_not_verified")
+        first = getattr(outputs, "first_name", None) or getattr(document, "first_name", None) or ""
+        last = getattr(outputs, "last_name", None) or getattr(document, "last_name", None) or ""
+        country = str(getattr(document, "issuing_country", None) or "").lower()
+        kind = str(getattr(document, "type", None) or "document")
+        # A Chinese resident ID card is one identity whichever provider read it.
+        id_type = "cn_resident_id" if (country, kind) == ("cn", "id_card") else f"{country}_{kind}"
+        return IdentityResult(legal_name=_legal_name(first, last), id_type=id_type, id_number=number)
+
+    def identity_cancel(self, *, provider_ref: str) -> None:
+        """Cancel a session still waiting for the user (Stripe refuses once it is processing
+        or ended: ProviderError ``verification_processing``)."""
+        try:
+            _client().v1.identity.verification_sessions.cancel(provider_ref)
+        except stripe.InvalidRequestError as exc:
+            raise ProviderError(
+                _("This verification is being processed and can no longer be canceled."),
+                code="verification_processing",
+                status_code=409,
+            ) from exc
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_("The verification service is not available.")) from exc
+
+    def identity_status(self, *, provider_ref: str) -> IdentityStatus:
+        """The session's status and last error, for an attempt whose webhook may have been lost
+        (the sweeper) or whose cancel Stripe refused; its ``client_secret`` and ``url`` while it
+        waits for the user (Stripe gives them to the secret key's holder again).
+
+        Raises:
+            ProviderUnavailable: Stripe could not be reached or does not know the session.
+        """
+        try:
+            session = _client().v1.identity.verification_sessions.retrieve(provider_ref)
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_("The verification service is not available.")) from exc
+        error = getattr(session, "last_error", None)
+        return IdentityStatus(
+            status=str(session.status or ""),
+            error_code=str(getattr(error, "code", None) or "") if error else "",
+            error_reason=str(getattr(error, "reason", None) or "") if error else "",
+            client_secret=str(getattr(session, "client_secret", None) or ""),
+            url=str(getattr(session, "url", None) or ""),
+        )

@@ -96,6 +96,7 @@ def test_check_deploy_is_clean_under_production_settings(tmp_path):
         "DATABASE_URL": "postgres://postgres@127.0.0.1/x",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "SECRET_KEY": "a-long-random-production-secret-key-0123456789-abcdefghij",
+        "PAYMENTS_IDENTITY_KEY": "a-dedicated-identity-hash-key-0123456789-abcdefghij",
     }
     code = "import django, sys; from django.core.management import call_command; django.setup(); call_command('check', deploy=True, fail_level='WARNING')"
     result = run_python(code, env, tmp_path)

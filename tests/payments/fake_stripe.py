@@ -3,6 +3,12 @@ shapes of Stripe's published fixtures (openapi fixtures3.json), and builds signe
 
 Magic payment method ids, as Stripe's test mode has them: ``pm_card_chargeDeclined`` declines,
 ``pm_missing`` does not exist.
+
+Stripe Identity: VerificationSessions (create, retrieve with ``expand[]=verified_outputs``,
+cancel) and VerificationReports (retrieve; ``document.number`` only with
+``expand[]=document.number``, as Stripe does). A test plays the user's side with
+:meth:`FakeStripe.identity_verify` / :meth:`FakeStripe.identity_requires_input`, which return the
+session as the matching webhook carries it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 WEBHOOK_SECRET = "whsec_test_fake"
 _ids = itertools.count(1)
@@ -34,6 +40,8 @@ class FakeStripe:
         self.requests: list[dict[str, Any]] = []
         self.payment_intents: dict[str, dict] = {}
         self.payouts: dict[str, dict] = {}
+        self.verification_sessions: dict[str, dict] = {}
+        self.verification_reports: dict[str, dict] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -77,6 +85,75 @@ class FakeStripe:
         t = timestamp or int(time.time())
         signature = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
         return body, f"t={t},v1={signature}"
+
+    # --- Stripe Identity: the user's side ------------------------------------------------------
+
+    def identity_verify(
+        self,
+        session_id: str,
+        *,
+        first_name: str = "Jenny",
+        last_name: str = "Rosen",
+        number: str = "D1234567",
+        issuing_country: str = "US",
+        document_type: str = "driving_license",
+    ) -> dict:
+        """The user passed the document check: the session is ``verified`` with a report."""
+        session = self.verification_sessions[session_id]
+        report_id = _id("vr")
+        self.verification_reports[report_id] = {
+            "id": report_id,
+            "object": "identity.verification_report",
+            "client_reference_id": session["client_reference_id"],
+            "created": int(time.time()),
+            "livemode": False,
+            "options": {"document": {}, "id_number": {}},
+            "type": "document",
+            "verification_session": session_id,
+            "document": {
+                "address": None,
+                "error": None,
+                "expiration_date": {"day": 1, "month": 12, "year": 2030},
+                "files": [_id("file"), _id("file")],
+                "first_name": first_name,
+                "last_name": last_name,
+                "issued_date": {"day": 1, "month": 12, "year": 2020},
+                "issuing_country": issuing_country,
+                "status": "verified",
+                "type": document_type,
+                "_number": number,  # served as "number" only when expanded
+            },
+        }
+        session.update(
+            status="verified",
+            last_error=None,
+            last_verification_report=report_id,
+            client_secret=None,
+            url=None,
+            _verified_outputs={
+                "first_name": first_name,
+                "last_name": last_name,
+                "address": None,
+                "dob": None,
+                "email": None,
+                "phone": None,
+                "id_number": None,
+                "id_number_type": None,
+                "sex": None,
+                "unparsed_place_of_birth": None,
+                "unparsed_sex": None,
+            },
+        )
+        return _public(session)
+
+    def identity_requires_input(self, session_id: str, *, code: str, reason: str) -> dict:
+        """The check failed; the user may try again in the same session."""
+        session = self.verification_sessions[session_id]
+        session.update(status="requires_input", last_error={"code": code, "reason": reason})
+        return _public(session)
+
+    def identity_session(self, session_id: str) -> dict:
+        return _public(self.verification_sessions[session_id])
 
     # --- API -----------------------------------------------------------------------------------
 
@@ -162,9 +239,76 @@ class FakeStripe:
             }
             self.payouts[payout["id"]] = payout
             return 200, payout
+        if parts[:3] == ["v1", "identity", "verification_sessions"]:
+            return self._verification_sessions(method, parts[3:], params)
+        if method == "GET" and len(parts) == 4 and parts[:3] == ["v1", "identity", "verification_reports"]:
+            report = self.verification_reports.get(parts[3])
+            if report is None:
+                return _error(
+                    404, "invalid_request_error", "resource_missing", f"No such report: '{parts[3]}'"
+                )
+            body = _public(report)
+            document = dict(report["document"])
+            number = document.pop("_number")
+            if "document.number" in _expand(params):
+                document["number"] = number
+            body["document"] = document
+            return 200, body
         return _error(
             404, "invalid_request_error", "resource_missing", f"Unrecognized request URL ({method}: {path})"
         )
+
+    def _verification_sessions(
+        self, method: str, rest: list[str], params: dict[str, str]
+    ) -> tuple[int, dict]:
+        if method == "POST" and not rest:
+            if params.get("type") != "document":
+                return _error(400, "invalid_request_error", "parameter_invalid", "Invalid type.")
+            vs = _id("vs")
+            session = {
+                "id": vs,
+                "object": "identity.verification_session",
+                "client_reference_id": params.get("client_reference_id"),
+                "client_secret": f"{vs}_secret_live_x",
+                "created": int(time.time()),
+                "last_error": None,
+                "last_verification_report": None,
+                "livemode": False,
+                "metadata": _metadata(params),
+                "options": {
+                    "document": {
+                        "require_matching_selfie": params.get("options[document][require_matching_selfie]")
+                        == "true"
+                    }
+                },
+                "redaction": None,
+                "related_customer": None,
+                "status": "requires_input",
+                "type": "document",
+                "url": f"https://verify.stripe.com/start/test_{vs}",
+                "_verified_outputs": None,
+            }
+            self.verification_sessions[vs] = session
+            return 200, _public(session)
+        session = self.verification_sessions.get(rest[0]) if rest else None
+        if session is None:
+            return _error(404, "invalid_request_error", "resource_missing", "No such verification session.")
+        if method == "GET" and len(rest) == 1:
+            body = _public(session)
+            if "verified_outputs" in _expand(params):
+                body["verified_outputs"] = session["_verified_outputs"]
+            return 200, body
+        if method == "POST" and rest[1:] == ["cancel"]:
+            if session["status"] != "requires_input":
+                return _error(
+                    400,
+                    "invalid_request_error",
+                    "session_invalid_status",
+                    f"You cannot cancel a VerificationSession with status {session['status']}.",
+                )
+            session.update(status="canceled", client_secret=None, url=None)
+            return 200, _public(session)
+        return _error(404, "invalid_request_error", "resource_missing", "Unrecognized request URL.")
 
     def _handler(self):
         fake = self
@@ -173,6 +317,7 @@ class FakeStripe:
             def _answer(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 params = dict(parse_qsl(self.rfile.read(length).decode())) if length else {}
+                params.update(parse_qsl(urlsplit(self.path).query))  # GET's parameters
                 fake.requests.append(
                     {
                         "method": method,
@@ -204,6 +349,18 @@ class FakeStripe:
                 pass
 
         return Handler
+
+
+def _expand(params: dict[str, str]) -> set[str]:
+    """The ``expand[]`` paths of a request (the library sends ``expand[0]=...``)."""
+    return {v for k, v in params.items() if k.startswith("expand[")}
+
+
+def _public(obj: dict) -> dict:
+    """An object as the API shows it: without the fake's own ``_`` fields."""
+    return {k: v for k, v in obj.items() if not k.startswith("_")} | (
+        {"verified_outputs": None} if obj.get("object") == "identity.verification_session" else {}
+    )
 
 
 def _metadata(params: dict[str, str]) -> dict[str, str]:
