@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -316,8 +317,29 @@ def _text_frame(conversation_id: int, cmid: str, text: str = "hello hello hello 
     }
 
 
-async def _throughput(url: str, pairs: list[dict], seconds: float, tag: str) -> tuple[float, int]:
-    """Closed loop: each sender sends, waits for its ack, sends again. Returns (msg/s, errors)."""
+def _postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL process on this machine (the server and its backends:
+    during a run, the benchmark's own work)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1 : stat.rindex(")")] != "postgres":
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def _throughput(
+    url: str, pairs: list[dict], seconds: float, tag: str, server_cpu=None
+) -> tuple[float, int, dict[str, float]]:
+    """Closed loop: each sender sends, waits for its ack, sends again. Returns (msg/s, errors,
+    CPU ms per message accepted: the ASGI server's, PostgreSQL's, this client process's)."""
     receivers = [await Client.open(url, p["receiver"]["token"]) for p in pairs]
     senders = [await Client.open(url, p["sender"]["token"]) for p in pairs]
     counts = [0] * len(pairs)
@@ -336,12 +358,19 @@ async def _throughput(url: str, pairs: list[dict], seconds: float, tag: str) -> 
 
     warm = time.monotonic() + 1.0
     await asyncio.gather(*(loop(i, warm, False) for i in range(len(pairs))))
+    cpu = (server_cpu() if server_cpu else 0.0, _postgres_cpu_seconds(), time.process_time())
     started = time.monotonic()
     await asyncio.gather(*(loop(i, started + seconds, True) for i in range(len(pairs))))
     elapsed = time.monotonic() - started
+    done = max(sum(counts), 1)
+    per_message = {
+        "server": ((server_cpu() if server_cpu else 0.0) - cpu[0]) * 1000 / done,
+        "postgres": (_postgres_cpu_seconds() - cpu[1]) * 1000 / done,
+        "client": (time.process_time() - cpu[2]) * 1000 / done,
+    }
     for c in receivers + senders:
         await c.close()
-    return sum(counts) / elapsed, errors[0]
+    return sum(counts) / elapsed, errors[0], per_message
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -486,7 +515,7 @@ async def _measure(url: str, seed: dict, seconds: float, key: str, server_cpu=No
     print(f"messaging [{key}]: throughput, 1 sender", flush=True)
     out["tp1"] = await _throughput(url, pairs[:1], seconds, f"tp1{key}")
     print(f"messaging [{key}]: throughput, {SENDERS} senders", flush=True)
-    out["tp16"] = await _throughput(url, pairs[:SENDERS], seconds, f"tp16{key}")
+    out["tp16"] = await _throughput(url, pairs[:SENDERS], seconds, f"tp16{key}", server_cpu)
     print(f"messaging [{key}]: latency, 2 members", flush=True)
     out["pair"] = await _latency_pair(url, pairs[SENDERS], LATENCY_MESSAGES, key)
     print(f"messaging [{key}]: latency, 500 members", flush=True)
@@ -600,6 +629,9 @@ def report(r: dict[str, Any], seconds: float) -> str:
         f"| msg/s accepted, {SENDERS} senders in {SENDERS} chats | "
         + cells(lambda x: f"{x['tp16'][0]:,.0f} ({x['tp16'][0] / a['insert16']:.3f}x)")
         + f" | INSERT + COMMIT, {SENDERS} conn.: {a['insert16']:,.0f}/s | >= 1,000: {ok(best16 >= 1000)} |",
+        f"| {SENDERS} senders: CPU per message accepted, ASGI server / PostgreSQL / this client process (ms) | "
+        + cells(lambda x: " / ".join(f"{x['tp16'][2][k]:.2f}" for k in ("server", "postgres", "client")))
+        + " | | |",
         "| latency, 2 members, p50 / p99 (ms) | "
         + cells(
             lambda x: (
