@@ -40,7 +40,14 @@ _DROP = (
     "GUNICORN_BIND",
 )
 
-RUN_DIR = Path(tempfile.mkdtemp(prefix="superapp-bench-"))
+# One run directory per benchmark run: the processes a scenario starts (seeders, drivers, checks)
+# inherit it through the environment instead of each leaving an empty one behind.
+_RUN_DIR_VAR = "SUPERAPP_BENCH_RUN_DIR"
+if os.environ.get(_RUN_DIR_VAR) and Path(os.environ[_RUN_DIR_VAR]).is_dir():
+    RUN_DIR = Path(os.environ[_RUN_DIR_VAR])
+else:
+    RUN_DIR = Path(tempfile.mkdtemp(prefix="superapp-bench-"))
+    os.environ[_RUN_DIR_VAR] = str(RUN_DIR)
 
 
 def database_url(application_name: str = "superapp_bench") -> str:

@@ -34,6 +34,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -684,6 +685,7 @@ def main() -> int:
     text = run(seconds=seconds)
     print()
     print(text)
+    shutil.rmtree(RUN_DIR, ignore_errors=True)  # logs and the seed; kept when a run fails
     return 0
 
 
