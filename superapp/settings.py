@@ -146,9 +146,6 @@ if DB_DRIVER == "psycopg2":
 elif DB_DRIVER != "psycopg":
     raise ImproperlyConfigured("DB_DRIVER must be 'psycopg2' or 'psycopg'.")
 
-# The hot statements are prepared once per connection (superapp/core/prepared.py); off behind a
-# pooler that does not keep a client on one server connection (PgBouncer in transaction mode).
-DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 if DATABASE_URL:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
     DB_POOL = env.bool("DB_POOL", default=SERVER_INTERFACE == "asgi" and DB_DRIVER == "psycopg")
@@ -167,7 +164,12 @@ if DATABASE_URL:
     # query is cancelled instead of holding a worker thread and its locks. Server processes only;
     # Celery and commands (reconciliation, fan-out, migrations) run without a limit by default.
     DB_STATEMENT_TIMEOUT = env.int("DB_STATEMENT_TIMEOUT", default=30_000 if SERVER_INTERFACE else 0)
-    _pg_options = []
+    # The hot statements are prepared once per connection (superapp/core/prepared.py): by default
+    # where connections outlive a request (the pool, CONN_MAX_AGE > 0). Off behind a pooler that
+    # does not keep a client on one server connection (PgBouncer in transaction mode).
+    DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=bool(DB_POOL or _conn_max_age))
+    # Options given in DATABASE_URL (?options=-c ...) are kept; ours are added after them.
+    _pg_options = [DATABASES["default"].get("OPTIONS", {}).get("options", "")]
     if DB_STATEMENT_TIMEOUT:
         _pg_options.append(f"-c statement_timeout={DB_STATEMENT_TIMEOUT}")
     if DB_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("postgresql"):
@@ -176,8 +178,8 @@ if DATABASE_URL:
         # Left to choose, PostgreSQL keeps re-planning the event publish for a 2-member chat
         # (0.58 -> 0.32 ms a call: docs/ARCHITECTURE.md "Prepared statements").
         _pg_options.append("-c plan_cache_mode=force_generic_plan")
-    if _pg_options:
-        DATABASES["default"].setdefault("OPTIONS", {})["options"] = " ".join(_pg_options)
+    if any(_pg_options):
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = " ".join(o for o in _pg_options if o)
     if DB_POOL:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DB_POOL_MIN", default=2),
@@ -185,6 +187,7 @@ if DATABASE_URL:
             "timeout": env.int("DB_POOL_TIMEOUT", default=10),
         }
 else:
+    DB_PREPARED_STATEMENTS = False
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",

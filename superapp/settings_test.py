@@ -8,6 +8,9 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("LOG_FORMAT", "console")
+# The servers' path: their connections outlive a request (the pool, CONN_MAX_AGE), so they prepare
+# the hot statements; tests run in one connection each and take the same path.
+os.environ.setdefault("DB_PREPARED_STATEMENTS", "true")
 
 from .settings import *  # noqa: F403
 from .settings import CACHES, REST_FRAMEWORK

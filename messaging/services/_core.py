@@ -7,7 +7,6 @@ commits or sends: the caller is a public service inside ``transaction.atomic``.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,20 +94,24 @@ def roster(conversation_id: int, *, user_id: int) -> Roster:
     return result
 
 
-_CLAIM_SQL = """
+# The conversation's columns are named, not ``*``: a prepared statement whose result columns
+# change (a column added by a migration) fails with 0A000 "cached plan must not change result
+# type" until it is prepared again.
+_CONVERSATION_COLUMNS = ", ".join(f'"{field.column}"' for field in Conversation._meta.concrete_fields)
+_CLAIM_SQL = f"""
 WITH conv AS (
     UPDATE messaging_conversation
        SET last_seq = last_seq + 1, last_message_at = %(now)s
      WHERE id = %(conversation_id)s
        AND EXISTS (SELECT 1 FROM messaging_member
                     WHERE conversation_id = %(conversation_id)s AND user_id = %(reader_id)s AND left_at IS NULL)
- RETURNING *
+ RETURNING {_CONVERSATION_COLUMNS}
 ), mark AS (
     UPDATE messaging_member m SET last_read_seq = conv.last_seq
       FROM conv WHERE m.conversation_id = conv.id AND m.user_id = %(reader_id)s
 )
-SELECT * FROM conv
-"""
+SELECT {_CONVERSATION_COLUMNS} FROM conv
+"""  # noqa: S608 (the model's own column names)
 _CLAIM = PreparedStatement("messaging_claim", _CLAIM_SQL)
 
 
@@ -128,14 +131,9 @@ def claim_seq(conversation_id: int, *, reader_id: int) -> Conversation:
         with connection.cursor() as cursor:
             _CLAIM.execute(cursor, {"now": now, "conversation_id": conversation_id, "reader_id": reader_id})
             row = cursor.fetchone()
-            columns = [column.name for column in cursor.description]
         if row is None:
             raise NotFound(_("No such conversation."), code="conversation_not_found")
-        return Conversation.from_db(
-            connection.alias,
-            None,
-            [dict(zip(columns, row, strict=True))[attname] for attname in _conversation_columns()],
-        )
+        return Conversation.from_db(connection.alias, None, list(row))
     conv = lock_conversations([conversation_id]).get(conversation_id)
     if (
         conv is None
@@ -147,12 +145,6 @@ def claim_seq(conversation_id: int, *, reader_id: int) -> Conversation:
     conv.save(update_fields=["last_seq", "last_message_at"])
     Member.objects.filter(conversation=conv, user_id=reader_id).update(last_read_seq=conv.last_seq)
     return conv
-
-
-@functools.cache
-def _conversation_columns() -> tuple[str, ...]:
-    """Column names of ``Conversation``'s concrete fields, in ``Model.__init__``'s order."""
-    return tuple(field.column for field in Conversation._meta.concrete_fields)
 
 
 def direct_roster(conv: Conversation) -> Roster:
@@ -190,11 +182,12 @@ VALUES (%(conversation_id)s, %(seq)s, %(sender_id)s, %(client_msg_id)s, %(kind)s
 RETURNING id
 """
 _INSERT = PreparedStatement("messaging_insert", _INSERT_SQL)
+_MESSAGE_FIELDS = Message._meta.concrete_fields
 
 
 def _insert_postgresql(
-    conv: Conversation,
     *,
+    conv: Conversation,
     seq: int,
     sender_id: int | None,
     client_msg_id: str | None,
@@ -229,13 +222,18 @@ def _insert_postgresql(
             },
         )
         (message_id,) = cursor.fetchone()
+    values = {
+        "id": message_id, "conversation_id": conv.pk, "seq": seq, "sender_id": sender_id,
+        "client_msg_id": client_msg_id, "kind": kind, "text": text, "content": body,
+        "reply_to_id": reply_to.pk if reply_to is not None else None, "mentions": mentions,
+        "mention_all": mention_all, "forwarded": forwarded, "created_at": now,
+    }  # fmt: skip
+    # Every other field (recalled_at, recalled_by, search...) as a new row has it: its default.
     msg = Message.from_db(
         connection.alias,
         None,
-        (message_id, conv.pk, seq, sender_id, client_msg_id, kind, text, body,
-         reply_to.pk if reply_to is not None else None, mentions, mention_all, forwarded, now, None, None,
-         None),
-    )  # fmt: skip
+        [values[f.attname] if f.attname in values else f.get_default() for f in _MESSAGE_FIELDS],
+    )
     msg.conversation = conv
     if reply_to is not None:
         msg.reply_to = reply_to
@@ -279,7 +277,7 @@ def append(
         fields.append("last_mention_all_seq")
     if connection.vendor == "postgresql":
         msg = _insert_postgresql(
-            conv, seq=seq, sender_id=sender_id, client_msg_id=client_msg_id, kind=kind, text=text,
+            conv=conv, seq=seq, sender_id=sender_id, client_msg_id=client_msg_id, kind=kind, text=text,
             body=body or {}, reply_to=reply_to, mentions=mentions or [], mention_all=mention_all,
             forwarded=forwarded, now=now,
         )  # fmt: skip

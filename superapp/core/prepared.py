@@ -4,9 +4,13 @@ PostgreSQL parses and plans every statement it is sent. For the few long stateme
 paths (the Moments feed page, a message's claim of its number, the event stream's publish, a
 ledger booking) planning costs it more than running them: 0.3-5 ms against 0.1-1.6 ms
 (BENCHMARKS.md). So each of them is prepared once per connection with SQL ``PREPARE`` and then
-only ``EXECUTE``d; after five executions PostgreSQL keeps a generic plan and stops planning.
-SQL ``PREPARE`` rather than a driver's protocol-level preparation: it works the same with
-psycopg2 (WSGI) and psycopg 3 (ASGI), and with Django's client-side parameter binding.
+only ``EXECUTE``d, with a generic plan from the first call (settings.py gives connections
+``plan_cache_mode=force_generic_plan``; only these statements are prepared, and each is written so
+that one plan suits every value). SQL ``PREPARE`` rather than a driver's protocol-level
+preparation: it works the same with psycopg2 (WSGI) and psycopg 3 (ASGI), and with Django's
+client-side parameter binding. ``DB_PREPARED_STATEMENTS`` is on by default where connections
+outlive a request (Django's pool, ``CONN_MAX_AGE`` > 0); with a connection per request preparing
+would cost two round trips and save nothing.
 
 Prepared statements live as long as their connection, and ``PREPARE`` is not transactional
 (a rolled-back transaction keeps it). The connections on which a statement is prepared are
@@ -29,11 +33,13 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.backends.utils import CursorWrapper
 
-_UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: not prepared on this connection
+# invalid_sql_statement_name (not prepared on this connection), feature_not_supported ("cached
+# plan must not change result type": a column it returns changed type).
+_PREPARE_AGAIN = {"26000", "0A000"}
 
 
 def _enabled() -> bool:
-    return bool(getattr(settings, "DB_PREPARED_STATEMENTS", True))
+    return bool(getattr(settings, "DB_PREPARED_STATEMENTS", False))
 
 
 _ALL: list[PreparedStatement] = []
@@ -78,11 +84,12 @@ class PreparedStatement:
             count += 1
             return f"${count}"
 
+        # "%%" is a literal "%" (in both styles, as for Django's cursor), read in the same pass
+        # so that "%%s" stays the text "%s".
         if "%(" in self.sql:
-            body = re.sub(r"%\((\w+)\)s", named, self.sql)
+            body = re.sub(r"%%|%\((\w+)\)s", lambda m: "%" if m.group(0) == "%%" else named(m), self.sql)
         else:
-            body = re.sub(r"%s", positional, self.sql)
-        body = body.replace("%%", "%")
+            body = re.sub(r"%%|%s", lambda m: "%" if m.group(0) == "%%" else positional(m), self.sql)
         # The name changes with the text, so a connection never runs an older version of it
         # (during a rolling deploy, say).
         name = f"{self.label}_{hashlib.sha256(body.encode()).hexdigest()[:16]}"
@@ -100,30 +107,39 @@ class PreparedStatement:
         a sequence for ``%s``); fetch from the cursor after.
 
         The first time on a connection it is prepared first (one look at
-        ``pg_prepared_statements``, and the ``PREPARE`` if it is not there yet: a statement left
-        by an earlier attempt whose ``EXECUTE`` failed is not prepared twice, which would be
-        ``42P05`` on every later call). Works inside the caller's transaction.
+        ``pg_prepared_statements``; a statement of that name already there, from before this
+        process forgot the connection, is deallocated and prepared again: it may be stale).
+        Works inside the caller's transaction.
+
+        When the server no longer has it (26000: ``DISCARD ALL`` or ``DEALLOCATE ALL`` by a
+        pooler) or can no longer run it (0A000: a migration changed the type of a column it
+        returns), every statement of this connection is forgotten, so that the next call of each
+        prepares it afresh; outside a transaction this call does so at once, inside one the
+        failed statement has aborted the transaction and the caller's error stands (nothing was
+        written).
         """
         db = cursor.db
         if db.vendor != "postgresql" or not self.enabled():
             cursor.execute(self.sql, params)
             return
         prepare, execute, names = self._parts
-        values = list(params) if names is None else [params[name] for name in names]  # type: ignore[call-overload]
+        if names is None:
+            if isinstance(params, Mapping):
+                raise TypeError(f"{self.label}: positional parameters, given a mapping")
+            values = list(params)
+        else:
+            values = [params[name] for name in names]  # type: ignore[call-overload]
         raw = db.connection
         if raw in self.prepared_on:
             try:
                 cursor.execute(execute, values)
                 return
             except DatabaseError as exc:
-                # Deallocated behind our back (DISCARD ALL by a pooler): forget this connection,
-                # so the next call prepares again. Inside a transaction the failed statement has
-                # aborted it: the caller's error stands (nothing was written).
                 cause = exc.__cause__
                 code = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
-                if code != _UNDEFINED_STATEMENT:
+                if code not in _PREPARE_AGAIN:
                     raise
-                self.prepared_on.discard(raw)
+                forget(raw)
                 if db.in_atomic_block:
                     raise
         # On the driver's cursor: preparing is the driver's business, like a protocol-level
@@ -134,8 +150,9 @@ class PreparedStatement:
             driver_cursor.execute(
                 "SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = %s)", [self.name]
             )
-            if not driver_cursor.fetchone()[0]:
-                driver_cursor.execute(prepare)
+            if driver_cursor.fetchone()[0]:
+                driver_cursor.execute(f"DEALLOCATE {self.name}")
+            driver_cursor.execute(prepare)
         self.prepared_on.add(raw)
         cursor.execute(execute, values)
 

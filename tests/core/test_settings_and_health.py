@@ -21,7 +21,8 @@ PROBE = (
 
 
 def run_python(code, env, tmp_path):
-    set_by_tests = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "SECURE_SSL_REDIRECT", "LOG_FORMAT")
+    set_by_tests = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "SECURE_SSL_REDIRECT", "LOG_FORMAT",
+                    "DB_PREPARED_STATEMENTS")  # fmt: skip
     base = {k: v for k, v in os.environ.items() if k not in set_by_tests}
     base.update(DJANGO_SETTINGS_MODULE="superapp.settings", SUPERAPP_VAR_DIR=str(tmp_path / "var"), **env)
     return subprocess.run(
