@@ -28,3 +28,10 @@ def purge_orphan_media() -> int:
 def redact_recalled(message_id: int) -> int:
     """Erase a recalled message's text from the stored events (safe to run twice)."""
     return messages.message_events_redact(message_id=message_id)
+
+
+@shared_task(name="messaging.purge_recalled_media", acks_late=True)
+def purge_recalled_media(media_id: str) -> bool:
+    """Delete a recalled message's upload unless another message still carries it (safe to run
+    twice)."""
+    return media.attachment_purge_recalled(media_id=media_id)

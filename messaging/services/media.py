@@ -6,15 +6,25 @@ recognised by their first bytes (the client's content type is not trusted), file
 opaque bytes under a ``.bin`` name so that no web server ever serves one as a page. Files go
 through Django's default storage: the local disk by default, S3-compatible storage when
 configured.
+
+Recalled media is deleted (``attachment_purge_recalled``) once no message that is not recalled
+carries its ``media_id``. Every path that puts a ``media_id`` into a new message (send,
+forward) first locks the attachment row FOR KEY SHARE (``attachments_lock_shared``); the purge
+locks it FOR UPDATE before it counts references, so it either sees the new message or deletes the
+row first and the writer finds no upload.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.db.models.fields.json import KT
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext as _
@@ -22,7 +32,7 @@ from django.utils.translation import gettext as _
 from superapp.core.errors import ValidationFailed
 from superapp.core.images import process_image
 
-from ..models import Attachment
+from ..models import Attachment, Message
 
 # (signature check, mime, extension). ISO BMFF ("ftyp" at offset 4) covers MP4, MOV and M4A.
 VIDEO_SIGNATURES = (
@@ -149,3 +159,84 @@ def attachments_purge_unused() -> int:
                 transaction.on_commit(lambda a=att: _delete_files(a))
                 count += 1
     return count
+
+
+def _uuids(values: Iterable[Any]) -> list[str]:
+    ids = set()
+    for value in values:
+        try:
+            ids.add(str(uuid.UUID(str(value))))
+        except ValueError:
+            continue
+    return sorted(ids)
+
+
+_LOCK_SHARED = "SELECT * FROM messaging_attachment WHERE id = ANY(%s::uuid[]) ORDER BY id FOR KEY SHARE"
+_LOCK_SHARED_OWNED = "SELECT * FROM messaging_attachment WHERE id = ANY(%s::uuid[]) AND owner_id = %s ORDER BY id FOR KEY SHARE"
+
+
+def attachments_lock_shared(
+    *, media_ids: Iterable[Any], owner_id: int | None = None
+) -> dict[str, Attachment]:
+    """The attachments among ``media_ids`` (of ``owner_id`` when given) by ``str(id)``, each row
+    locked FOR KEY SHARE until the caller's transaction ends (the caller must be in one).
+
+    KEY SHARE, not the ORM's FOR UPDATE: sends and forwards of one upload must not queue behind
+    each other (nor behind the ``used_at`` update, a no-key update); only the recall purge's FOR
+    UPDATE (and DELETE) conflicts with it. One statement, rows in ascending id order. A row the
+    purge deleted meanwhile is simply missing from the answer. SQLite (the embedded default)
+    serialises writers with IMMEDIATE transactions, so a plain read is enough there.
+    """
+    ids = _uuids(media_ids)
+    if not ids:
+        return {}
+    if connection.vendor != "postgresql":
+        qs = Attachment.objects.filter(pk__in=ids)
+        if owner_id is not None:
+            qs = qs.filter(owner_id=owner_id)
+        return {str(a.pk): a for a in qs}
+    if owner_id is None:
+        rows = Attachment.objects.raw(_LOCK_SHARED, [ids])
+    else:
+        rows = Attachment.objects.raw(_LOCK_SHARED_OWNED, [ids, owner_id])
+    return {str(a.pk): a for a in rows}
+
+
+def attachment_referenced(*, media_id: str) -> bool:
+    """Whether a message that is not recalled carries this ``media_id`` (a forwarded copy, the
+    same upload sent twice). Served by the partial index of migration 0004 on PostgreSQL."""
+    return _carriers(media_id=media_id).exists()
+
+
+def _carriers(*, media_id: str) -> QuerySet[Message]:
+    # Written as ``content ->> 'media_id'`` (not the ORM's jsonb equality) to match the index.
+    return Message.objects.alias(media_ref=KT("content__media_id")).filter(
+        media_ref=media_id, recalled_at__isnull=True
+    )
+
+
+def attachment_purge_recalled(*, media_id: Any) -> bool:
+    """Delete a recalled message's upload (row now, original and thumbnail files after commit)
+    unless a message that is not recalled still carries it: copies already forwarded keep their
+    media, as in WeChat, and the recall of the last of them deletes it.
+
+    Called after the recall commits (task ``messaging.purge_recalled_media``); idempotent (a
+    second run finds no row). Only uploads that were sent (``used_at`` set) are considered, so an
+    upload waiting to be sent is never taken. Returns whether it deleted.
+    """
+    ids = _uuids([media_id])
+    if not ids:
+        return False
+    with transaction.atomic():
+        # FOR UPDATE waits for every send or forward holding the row (FOR KEY SHARE); the count
+        # below then runs on a fresh snapshot (READ COMMITTED) that includes their messages.
+        att = (
+            Attachment.objects.select_for_update(of=("self",))
+            .filter(pk=ids[0], used_at__isnull=False)
+            .first()
+        )
+        if att is None or attachment_referenced(media_id=ids[0]):
+            return False
+        Attachment.objects.filter(pk=att.pk).delete()
+        transaction.on_commit(lambda: _delete_files(att))
+    return True

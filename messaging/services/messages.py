@@ -19,6 +19,7 @@ from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from .. import content, events, notifications, realtime_fanout
 from ..models import Attachment, Conversation, HiddenMessage, Member, Message
 from . import _core
+from .media import attachment_content, attachments_lock_shared
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ def _direct_conversation(*, sender_id: int, peer_id: int) -> tuple[Conversation,
 
 
 def _resolve_media(draft: content.Draft, *, sender_id: int) -> dict[str, Any]:
-    attachment = Attachment.objects.filter(pk=draft.media_id, owner_id=sender_id).first()
+    # Locked until the message commits: a recall's purge either waits and sees this message, or
+    # has deleted the upload first and the send fails with media_not_found.
+    attachment = attachments_lock_shared(media_ids=[draft.media_id], owner_id=sender_id).get(
+        str(draft.media_id)
+    )
     if attachment is None:
         raise ValidationFailed(
             _("No such upload."), code="media_not_found", fields={"content.media_id": [_("Upload it first.")]}
@@ -61,8 +66,6 @@ def _resolve_media(draft: content.Draft, *, sender_id: int) -> dict[str, Any]:
         )
     if attachment.used_at is None:
         Attachment.objects.filter(pk=attachment.pk).update(used_at=timezone.now())
-    from .media import attachment_content
-
     return attachment_content(attachment)
 
 
@@ -289,6 +292,8 @@ def _forward(
             fields={"seqs": [str(sorted(money))]},
         )
     missing = [s for s in seqs if s not in originals]
+    if not missing:
+        missing = _media_recalled_meanwhile(source_id, originals)
     if missing:
         raise ValidationFailed(
             _("Some messages cannot be forwarded."), code="bad_seq", fields={"seqs": [str(missing)]}
@@ -318,6 +323,32 @@ def _forward(
     return copies
 
 
+def _media_recalled_meanwhile(source_id: int, originals: dict[int, Message]) -> list[int]:
+    """Lock the uploads the copies will carry (FOR KEY SHARE, as a send does) and return the seqs
+    whose upload a recall's purge deleted after ``originals`` was read (unlocked).
+
+    A copy of a message recalled meanwhile keeps its media when the upload is still there: the
+    lock makes the purge wait for this forward and then count the copy. An upload missing for
+    another reason (its owner's account deleted) leaves the copy as it was before.
+    """
+    by_media: dict[str, list[int]] = {}
+    for seq, original in originals.items():
+        media_id = original.content.get("media_id") if isinstance(original.content, dict) else None
+        if media_id:
+            by_media.setdefault(str(media_id), []).append(seq)
+    if not by_media:
+        return []
+    present = attachments_lock_shared(media_ids=by_media)
+    gone = [seq for media_id, seqs in by_media.items() if media_id not in present for seq in seqs]
+    if not gone:
+        return []
+    return sorted(
+        Message.objects.filter(
+            conversation_id=source_id, seq__in=gone, recalled_at__isnull=False
+        ).values_list("seq", flat=True)
+    )
+
+
 def _message_for_member(
     conversation_id: int, seq: int, *, user_id: int, lock: bool = False
 ) -> tuple[_core.Roster, Message]:
@@ -336,7 +367,9 @@ def message_recall(*, user_id: int, conversation_id: int, seq: int) -> Message:
 
     The sender may recall within ``MESSAGING_RECALL_SECONDS``; in a group the owner may recall
     anyone's message and an admin any plain member's, at any time. The text and content are
-    erased from the message row. Recalling twice is a no-op.
+    erased from the message row; after commit, tasks redact the stored events and delete the
+    upload of a media message (``media.attachment_purge_recalled``: kept while a message that is
+    not recalled, such as a forwarded copy, still carries it). Recalling twice is a no-op.
     """
     seq = content.positive_int(seq, "seq")
     r, msg = _message_for_member(conversation_id, seq, user_id=user_id, lock=True)
@@ -360,6 +393,7 @@ def message_recall(*, user_id: int, conversation_id: int, seq: int) -> Message:
         )
     if not allowed:
         raise Forbidden(_("You cannot recall this message."), code="recall_forbidden")
+    media_id = msg.content.get("media_id") if isinstance(msg.content, dict) else None
     msg.recalled_at = timezone.now()
     msg.recalled_by_id = user_id
     msg.text, msg.content, msg.mentions, msg.search = "", {}, [], None
@@ -368,6 +402,8 @@ def message_recall(*, user_id: int, conversation_id: int, seq: int) -> Message:
     # message in a big group, and must not hold this conversation's lock (every send waits on it).
     message_id = msg.id
     transaction.on_commit(lambda: _redact_later(message_id))
+    if media_id:  # the upload's files go too, unless another message still carries them
+        transaction.on_commit(lambda: _purge_media_later(str(media_id)))
     core_events.publish(user_ids=r.user_ids, type=events.MESSAGE_RECALLED, data=events.recall(msg))
     return msg
 
@@ -376,6 +412,12 @@ def _redact_later(message_id: int) -> None:
     from ..tasks import redact_recalled  # tasks import services: import at call time
 
     redact_recalled.delay(message_id)
+
+
+def _purge_media_later(media_id: str) -> None:
+    from ..tasks import purge_recalled_media
+
+    purge_recalled_media.delay(media_id)
 
 
 def message_events_redact(*, message_id: int) -> int:

@@ -8,6 +8,7 @@ settings are the ones ``superapp/settings.py`` builds from ``AWS_*`` variables.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from datetime import timedelta
 
@@ -146,3 +147,25 @@ def test_unused_chat_upload_is_purged_from_the_bucket(s3, client_for, alice):
     Attachment.objects.filter(pk=att.pk).update(created_at=timezone.now() - timedelta(days=2))
     assert messaging_media.attachments_purge_unused() == 1
     assert keys(s3) == set() and not Attachment.objects.filter(pk=att.pk).exists()
+
+
+def test_recalled_chat_image_is_deleted_from_the_bucket(s3, client_for, alice, bob):
+    from tests.messaging.conftest import direct
+
+    conv = direct(alice, bob)
+    client = client_for(alice)
+    media = client.post(
+        "/api/v1/messaging/media", {"kind": "image", "file": chat_image()}, format="multipart"
+    ).json()
+    sent = client.post(f"/api/v1/messaging/conversations/{conv.pk}/messages",
+                       {"client_msg_id": "s3-recall", "kind": "image", "content": {"media_id": media["media_id"]}},
+                       format="json")  # fmt: skip
+    assert sent.status_code == 201, sent.content
+    assert fetch(media["url"])[:3] == b"\xff\xd8\xff" and len(keys(s3)) == 2
+    seq = sent.json()["message"]["seq"]
+    assert client.post(f"/api/v1/messaging/conversations/{conv.pk}/messages/{seq}/recall").status_code == 200
+    assert keys(s3) == set() and not Attachment.objects.filter(pk=media["media_id"]).exists()
+    for url in (media["url"], media["thumb_url"]):  # the public URLs answer 404 now
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            fetch(url)
+        assert gone.value.code == 404
