@@ -344,6 +344,8 @@ REST_FRAMEWORK = {
         "register": env.str("THROTTLE_REGISTER", default="10/hour"),
         "verify": env.str("THROTTLE_VERIFY", default="20/hour"),
         "contact_search": env.str("THROTTLE_CONTACT_SEARCH", default="60/hour"),
+        # Per user: starting (or resuming) a real-name verification (payments/api/verification_views.py).
+        "identity_verification": env.str("THROTTLE_IDENTITY_VERIFICATION", default="5/day"),
         # Per merchant on the server-to-server orders API (payments/api/merchant_auth.py).
         "merchant_api": env.str("THROTTLE_MERCHANT_API", default="1200/min"),
     },

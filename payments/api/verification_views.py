@@ -86,6 +86,16 @@ def _state(user_id: int) -> dict:
 
 
 class VerificationView(APIView):
+    # Each start may cost money at the provider (Stripe bills every Identity session) and each
+    # resume asks it: both are limited per user (THROTTLE_IDENTITY_VERIFICATION, 5 a day); reading
+    # the state and giving up are not.
+    throttle_scope = "identity_verification"
+
+    def get_throttles(self):
+        if self.request.method == "POST" or self.request.query_params.get("resume") in ("true", "1"):
+            return super().get_throttles()
+        return []
+
     @extend_schema(
         parameters=[
             OpenApiParameter(

@@ -963,3 +963,23 @@ def test_the_owner_gets_the_pending_sessions_secret_again(client_for, alice, bob
     [session_id] = fake_stripe.verification_sessions
     fake_stripe.identity_verify(session_id)  # no longer waiting for the user
     assert client.get(URL, {"resume": "true"}).json()["client_secret"] == ""
+
+
+@pytest.mark.django_db
+def test_starting_and_resuming_are_throttled_per_user(client_for, alice, bob, fake_stripe, monkeypatch):
+    """Stripe bills every Identity session: a user may start (or resume) a few a day; reading the
+    state and giving up stay free, and another user is not affected."""
+    from rest_framework.throttling import ScopedRateThrottle
+
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"identity_verification": "3/day"})
+    client = client_for(alice)
+    start_stripe(client, fake_stripe)
+    assert client.delete(URL).status_code == 200
+    start_stripe(client, fake_stripe)
+    assert client.get(URL, {"resume": "true"}).status_code == 200
+    sessions = len(fake_stripe.verification_sessions)
+    for answer in (client.post(URL, {}, format="json"), client.get(URL, {"resume": "true"})):
+        assert answer.status_code == 429 and answer.json()["error"]["code"] == "throttled"
+    assert len(fake_stripe.verification_sessions) == sessions  # nothing more asked of Stripe
+    assert client.get(URL).status_code == 200 and client.delete(URL).status_code == 200
+    start_stripe(client_for(bob), fake_stripe)
