@@ -188,6 +188,7 @@ class IdentityVerificationAdmin(ReadOnlyAdmin):
         "blocks_user",
         "created_at",
         "resolved_at",
+        "redacted_at",
     ]
     list_filter = ["status", "provider", "failure_code", "blocks_user"]
     search_fields = ["user__handle", "provider_ref"]

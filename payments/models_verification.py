@@ -72,6 +72,11 @@ class IdentityVerification(models.Model):
     # A revoked verification that also blocks its user from verifying again (fraud), until staff
     # lift it; its identity is then blocked too (``VerifiedIdentity.blocked``).
     blocks_user = models.BooleanField(default=False)
+    # When the provider accepted to delete its copy of the session (Stripe Identity's redact: the
+    # document images, the selfie, the verified outputs). Null on an ended attempt whose session
+    # is still kept there: the sweeper asks again (``verification.verifications_complete_stale``).
+    # What we keep ourselves (the name, the hash, the check character) is not touched.
+    redacted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -94,6 +99,15 @@ class IdentityVerification(models.Model):
         indexes = [
             models.Index(fields=["user", "-id"]),
             models.Index(fields=["identity", "status"]),
+            # The sweeper's redactions still to do: a handful of rows, whatever the table's size.
+            models.Index(
+                fields=["resolved_at"],
+                condition=Q(redacted_at__isnull=True)
+                & ~Q(status="pending")
+                & ~Q(provider_ref="")
+                & ~Q(provider="sandbox"),
+                name="identity_verif_unredacted",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -56,6 +56,17 @@ def complete_verification(verification_id: int) -> None:
     verification.verification_complete(verification_id=verification_id)
 
 
+@shared_task(
+    name="payments.redact_verification",
+    ignore_result=True,
+    autoretry_for=(ProviderUnavailable,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def redact_verification(verification_id: int) -> None:
+    verification.verification_redact(verification_id=verification_id)
+
+
 @shared_task(name="payments.complete_stale_verifications", ignore_result=True)
 def complete_stale_verifications() -> int:
     return verification.verifications_complete_stale()

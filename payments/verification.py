@@ -11,6 +11,11 @@ legal name is kept (shown masked), and of the ID number only a keyed hash (under
 verification (:func:`verification_revoke`), freeing the identity or blocking it and the user
 until they lift the block (:func:`verification_block_lift`).
 
+The provider's copy (Stripe keeps the document images, the selfie and what it read, for as long
+as it is not told otherwise) is deleted once an attempt has ended: verified and its outputs
+stored, failed, canceled, superseded or revoked (:func:`verification_redact`, a task queued
+after the commit that ended it; the sweeper asks again for any the provider did not take).
+
 Rules held by the database, not by a check-then-act: at most one ``pending`` and one
 ``verified`` verification per user (partial unique indexes); an identity verifies at most
 ``PAYMENTS_IDENTITY_MAX_ACCOUNTS`` accounts, counted under the lock of its
@@ -71,6 +76,10 @@ REVOKED_BLOCKED = "revoked_blocked"  # staff revoked it and blocked the user and
 POLL_AFTER = timedelta(minutes=5)
 POLL_WITHIN = timedelta(days=7)
 SWEEP_BATCH = 200
+# ... and asks again, for this long after an attempt ended, for the redactions the provider did
+# not take (down, or refusing while a session is processing); one refused for good is not asked
+# for every 10 minutes forever (each one is logged).
+REDACT_WITHIN = timedelta(days=30)
 
 
 class IdentityLimitReached(Conflict):
@@ -149,12 +158,14 @@ def verification_start(
     """
     provider = get_provider()
     verification, superseded = _verification_open(user_id=user_id, provider=provider.name)
-    for ref, provider_name in superseded:
+    for superseded_id, ref, provider_name in superseded:
         try:
             import_string(PROVIDERS[provider_name])().identity_cancel(provider_ref=ref)
         except ApplicationError:
             # Already ended at the provider: its late "verified" would find the row canceled.
             logger.info("payments.verification_cancel_failed", extra={"provider_ref": ref})
+        # After the cancel: the session can no longer turn verified, and its data goes.
+        _redact_on_commit(verification_id=superseded_id, provider=provider_name)
     try:
         started = provider.identity_start(
             verification_id=verification.id, user_id=user_id, legal_name=legal_name, id_number=id_number
@@ -180,6 +191,8 @@ def verification_start(
             provider.identity_cancel(provider_ref=started.provider_ref)
         except ApplicationError:
             logger.warning("payments.verification_cancel_failed", extra={"verification_id": verification.id})
+        # The DELETE's own redaction found no session yet: this one is.
+        _redact_on_commit(verification_id=verification.id, provider=provider.name)
         raise Conflict(_("The verification was canceled."), code="verification_canceled")
     if started.result is not None and verification.status == Status.FAILED:
         # Verified at once and refused by our rules (a Stripe attempt's outcome comes later).
@@ -192,8 +205,10 @@ def verification_start(
 
 
 @transaction.atomic
-def _verification_open(*, user_id: int, provider: str) -> tuple[IdentityVerification, list[tuple[str, str]]]:
-    """The new pending attempt, and the (provider_ref, provider) of failed attempts it cancels.
+def _verification_open(
+    *, user_id: int, provider: str
+) -> tuple[IdentityVerification, list[tuple[int, str, str]]]:
+    """The new pending attempt, and the (id, provider_ref, provider) of failed attempts it cancels.
     The wallet settings row is locked first: one user's starts are serialized, and the partial
     unique index ``identity_verification_one_open`` backs the check."""
     wallet = _lock_wallet(user_id)
@@ -229,7 +244,7 @@ def _verification_open(*, user_id: int, provider: str) -> tuple[IdentityVerifica
     except IntegrityError:  # only reachable if the settings lock were bypassed
         raise Conflict(_("A verification is in progress."), code="verification_in_progress") from None
     # No event yet: an attempt the provider refuses at once (a mistyped number) is forgotten.
-    return verification, [(ref, name) for _id, ref, name in superseded]
+    return verification, superseded
 
 
 @transaction.atomic
@@ -312,6 +327,7 @@ def verification_cancel(*, user_id: int) -> IdentityVerification:
             row.resolved_at = timezone.now()
             row.save(update_fields=["status", "failure_code", "resolved_at"])
             _publish(row, level=wallet.verification_level)
+            _redact_on_commit(verification_id=row.id, provider=row.provider)
         return row
 
 
@@ -366,6 +382,8 @@ def _verification_finish(*, verification_id: int, result: IdentityResult) -> Ide
     row.save()
     services.wallet_verification_level_set(user_id=user_id, level=WalletSettings.Level.VERIFIED)
     _publish(row, level=WalletSettings.Level.VERIFIED)
+    # What we keep is stored (this commit): the provider's copy can go.
+    _redact_on_commit(verification_id=row.id, provider=row.provider)
     return row
 
 
@@ -390,6 +408,7 @@ def _verification_refuse(
         ]
     )
     _publish(row, level=wallet.verification_level)
+    _redact_on_commit(verification_id=row.id, provider=row.provider)
     return row
 
 
@@ -406,6 +425,7 @@ def _verification_fail(*, verification_id: int, code: str, reason: str) -> None:
     row.resolved_at = timezone.now()
     row.save(update_fields=["status", "failure_code", "failure_reason", "resolved_at"])
     _publish(row, level=wallet.verification_level)
+    _redact_on_commit(verification_id=row.id, provider=row.provider)
 
 
 def verification_complete(*, verification_id: int) -> None:
@@ -472,9 +492,11 @@ def verification_refresh(*, verification_id: int) -> IdentityVerification | None
 
 def verifications_complete_stale(*, older_than_minutes: int = 10) -> int:
     """The beat sweeper: complete again the attempts the provider said were verified but whose
-    task was lost, and poll the provider's sessions still pending a few minutes after their
-    start (:func:`verification_refresh`: their webhook may be lost). One row failing (the
-    provider down, a bug) is logged and never stops the others. Returns the rows handled."""
+    task was lost, poll the provider's sessions still pending a few minutes after their start
+    (:func:`verification_refresh`: their webhook may be lost), and redact again the ended
+    attempts whose redaction did not happen (the provider down, the task lost), for
+    ``REDACT_WITHIN``. One row failing (the provider down, a bug) is logged and never stops the
+    others. Returns the rows handled."""
     now = timezone.now()
     pending = IdentityVerification.objects.filter(status=Status.PENDING).order_by("id")
     confirmed = list(
@@ -492,8 +514,22 @@ def verifications_complete_stale(*, older_than_minutes: int = 10) -> int:
         .exclude(provider="sandbox")
         .values_list("id", flat=True)[:SWEEP_BATCH]
     )
+    unredacted = list(
+        _unredacted()
+        .filter(
+            resolved_at__lt=now - timedelta(minutes=older_than_minutes),
+            resolved_at__gte=now - REDACT_WITHIN,
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:SWEEP_BATCH]
+    )
     handled = 0
-    for job, ids in ((verification_complete, confirmed), (verification_refresh, polled)):
+    jobs = (
+        (verification_complete, confirmed),
+        (verification_refresh, polled),
+        (verification_redact, unredacted),
+    )
+    for job, ids in jobs:
         for verification_id in ids:
             try:
                 job(verification_id=verification_id)
@@ -504,6 +540,67 @@ def verifications_complete_stale(*, older_than_minutes: int = 10) -> int:
             else:
                 handled += 1
     return handled
+
+
+# --- deleting the provider's copy ------------------------------------------------------------------
+
+
+def _unredacted():
+    """Ended attempts whose session the provider may still keep (the partial index
+    ``identity_verif_unredacted``). A pending one is never redacted: its outputs may still have
+    to be read. The sandbox keeps nothing."""
+    return (
+        IdentityVerification.objects.filter(redacted_at__isnull=True)
+        .exclude(status=Status.PENDING)
+        .exclude(provider_ref="")
+        .exclude(provider="sandbox")
+    )
+
+
+def _redact_on_commit(*, verification_id: int, provider: str) -> None:
+    """Queue :func:`verification_redact` once the caller's transaction commits (at once outside
+    one): the HTTP call never runs inside a transaction, and a rolled-back end redacts nothing.
+    Robust: a broker down must not turn the committed write into an error; the sweeper asks
+    again."""
+    if provider == "sandbox":
+        return
+    from .tasks import redact_verification  # the tasks module imports this one
+
+    transaction.on_commit(lambda: redact_verification.delay(verification_id), robust=True)
+
+
+def verification_redact(*, verification_id: int) -> bool:
+    """Ask the provider to delete an ended attempt's session and everything tied to it (the
+    document images, the selfie, the outputs it read), and record when it accepted
+    (``redacted_at``). What we keep ourselves (the name, the hash, the check character) is not
+    touched. The Celery task's body, and the sweeper's; safe to run twice (a redacted, pending
+    or sandbox attempt is left as it is). Returns whether this call redacted it.
+
+    Raises:
+        ProviderUnavailable: the provider could not be reached (the task retries; the sweeper
+            asks again later). A refusal (Stripe's session is being processed) is logged and
+            left to the sweeper.
+    """
+    row = _unredacted().filter(pk=verification_id).first()
+    if row is None:
+        return False
+    provider = import_string(PROVIDERS[row.provider])()
+    try:
+        provider.identity_redact(provider_ref=row.provider_ref)
+    except ProviderUnavailable:
+        raise
+    except ProviderError as exc:
+        logger.warning(
+            "payments.verification_redact_refused", extra={"verification_id": row.id, "code": exc.code}
+        )
+        return False
+    # Conditional: a concurrent run keeps the first time. (A late "verified" that turned the row
+    # pending meanwhile finds the session redacted: verification_complete then fails it.)
+    IdentityVerification.objects.filter(pk=row.pk, redacted_at__isnull=True).update(
+        redacted_at=timezone.now()
+    )
+    logger.info("payments.verification_redacted", extra={"verification_id": row.id})
+    return True
 
 
 # --- the provider's webhooks -----------------------------------------------------------------------
@@ -522,7 +619,8 @@ def verification_event_apply(*, provider: str, type: str, obj: dict) -> str:
     (the user retries) -> ``verified``, and ``verified`` and ``canceled`` are final. So: once
     the provider said verified, a later ``requires_input`` or ``canceled`` is stale and changes
     nothing; a ``verified`` after ``requires_input`` still verifies; nothing moves a canceled,
-    revoked or verified attempt. The verified outputs are read by a task after commit (an HTTP
+    revoked or verified attempt, and a ``canceled`` leaves a failed one failed (its redaction
+    cancels a session waiting for the user). The verified outputs are read by a task after commit (an HTTP
     call never runs inside a transaction).
     """
     ref = str(obj.get("id") or "")
@@ -570,6 +668,10 @@ def _session_apply(
     caller holds locked in its transaction; returns the outcome."""
     if row.status in (Status.VERIFIED, Status.REVOKED, Status.CANCELED) or row.provider_verified_at:
         return "stale"
+    if type == SESSION_CANCELED and row.status == Status.FAILED:
+        # A failed attempt's session canceled afterwards (redacting a session that waits for the
+        # user cancels it): it stays failed, with the reason the user needs.
+        return "stale"
     if type == SESSION_VERIFIED:
         if (
             IdentityVerification.objects.filter(user_id=row.user_id, status=Status.VERIFIED)
@@ -615,6 +717,7 @@ def _session_apply(
     row.resolved_at = timezone.now()
     row.save(update_fields=["status", "failure_code", "failure_reason", "resolved_at"])
     _publish(row, level=services.wallet_settings_get(user_id=row.user_id).verification_level)
+    _redact_on_commit(verification_id=row.id, provider=row.provider)
     return outcome
 
 
@@ -668,6 +771,8 @@ def verification_revoke(
         ip=ip,
     )
     _publish(row, level=WalletSettings.Level.UNVERIFIED)
+    # Normally redacted when it verified; if the provider had not taken it yet, now.
+    _redact_on_commit(verification_id=row.id, provider=row.provider)
     return row
 
 

@@ -82,6 +82,8 @@ class Provider(Protocol):
 
     def identity_status(self, *, provider_ref: str) -> IdentityStatus: ...
 
+    def identity_redact(self, *, provider_ref: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class IdentityResult:

@@ -16,7 +16,16 @@ from django.utils.translation import gettext as _
 
 from superapp.core.errors import ValidationFailed
 
-from . import CardInfo, CardSetup, IdentityResult, IdentityStart, IdentityStatus, PayoutResult, TopUpResult
+from . import (
+    CardInfo,
+    CardSetup,
+    IdentityResult,
+    IdentityStart,
+    IdentityStatus,
+    PayoutResult,
+    ProviderError,
+    TopUpResult,
+)
 
 # GB 11643-1999: weights 2^(17-i) mod 11 of the first 17 digits; the check character is
 # (12 - sum mod 11) mod 11, "X" standing for 10 (ISO 7064 MOD 11-2).
@@ -113,10 +122,20 @@ class SandboxProvider:
         return IdentityStart(provider_ref=f"sandbox_vs_{verification_id}", result=result)
 
     def identity_result(self, *, provider_ref: str) -> IdentityResult:
-        raise NotImplementedError("sandbox verifications end when they start")
+        """The sandbox keeps no sessions: it verifies (or refuses) while starting, and never says
+        "verified" later, so there is no result to read back."""
+        raise ProviderError(
+            _("The verification service is not available."), code="identity_result_unavailable"
+        )
 
     def identity_cancel(self, *, provider_ref: str) -> None:
         return None
 
     def identity_status(self, *, provider_ref: str) -> IdentityStatus:
-        raise NotImplementedError("sandbox verifications end when they start")
+        """Nothing ever waits for the user here (it ends while starting): an attempt still
+        pending (its process stopped mid-start) has nothing to go back to, so ``canceled``."""
+        return IdentityStatus(status="canceled")
+
+    def identity_redact(self, *, provider_ref: str) -> None:
+        """Nothing to delete: the sandbox keeps no copy of what the user typed."""
+        return None

@@ -8,7 +8,9 @@ wallet is credited only by the signed ``payment_intent.succeeded`` webhook
 Real-name verification: a Stripe Identity VerificationSession of type ``document`` whose
 ``client_secret`` (Stripe.js / the mobile SDK) or ``url`` (Stripe's hosted page) the app opens;
 the outcome arrives by the signed ``identity.verification_session.*`` webhooks, and the verified
-name and document are read back from the session's ``verified_outputs`` and its report.
+name and document are read back from the session's ``verified_outputs`` and its report. Once an
+attempt has ended (and its outputs were stored), the session is redacted: Stripe deletes the
+document images, the selfie and the data it read.
 """
 
 from __future__ import annotations
@@ -190,6 +192,10 @@ class StripeProvider:
             raise ProviderError(_("The identity is not verified."), code="identity_not_verified") from exc
         except stripe.StripeError as exc:
             raise ProviderUnavailable(_("The verification service is not available.")) from exc
+        if getattr(session, "redaction", None):
+            # Deleted at Stripe (an ended attempt's session, verified again in a race): its fields
+            # are "[redacted]" placeholders, never an identity to bind.
+            raise ProviderError(_("The identity is not verified."), code="identity_not_verified")
         outputs = getattr(session, "verified_outputs", None)
         document = getattr(report, "document", None)
         number = getattr(document, "number", None)
@@ -237,3 +243,28 @@ class StripeProvider:
             client_secret=str(getattr(session, "client_secret", None) or ""),
             url=str(getattr(session, "url", None) or ""),
         )
+
+    def identity_redact(self, *, provider_ref: str) -> None:
+        """Ask Stripe to delete the session and everything tied to it (reports, document images,
+        selfie, events; it takes Stripe up to four days, ``redaction.status`` ``processing`` then
+        ``redacted``). A session waiting for the user is canceled by it. Already redacted (Stripe
+        answers with the session) or unknown to Stripe: nothing is kept there, done.
+
+        No Idempotency-Key of ours: Stripe would replay a refusal to a later retry of the same
+        key (the library still sends one of its own with its network retries).
+
+        Raises:
+            ProviderError ``redaction_refused`` (409): Stripe refuses now (a session being
+                processed cannot be redacted); the sweeper asks again later.
+            ProviderUnavailable: Stripe could not be reached or failed on its side.
+        """
+        try:
+            _client().v1.identity.verification_sessions.redact(provider_ref)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404 or exc.code == "resource_missing":
+                return
+            raise ProviderError(
+                _("The verification's data cannot be deleted yet."), code="redaction_refused", status_code=409
+            ) from exc
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_("The verification service is not available.")) from exc

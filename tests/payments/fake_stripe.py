@@ -5,8 +5,12 @@ Magic payment method ids, as Stripe's test mode has them: ``pm_card_chargeDeclin
 ``pm_missing`` does not exist.
 
 Stripe Identity: VerificationSessions (create, retrieve with ``expand[]=verified_outputs``,
-cancel) and VerificationReports (retrieve; ``document.number`` only with
-``expand[]=document.number``, as Stripe does). A test plays the user's side with
+cancel, redact) and VerificationReports (retrieve; ``document.number`` only with
+``expand[]=document.number``, as Stripe does). Redacting (refused while ``processing``) cancels a
+session waiting for the user, erases its metadata and puts ``"[redacted]"`` in place of the
+personal data of the session, its verified outputs and its reports, as Stripe does; the fake
+finishes at once (``redaction.status`` ``redacted``; Stripe shows ``processing`` for up to four
+days first). ``redact_down`` makes the redact endpoint answer 500 (Stripe down). A test plays the user's side with
 :meth:`FakeStripe.identity_verify` / :meth:`FakeStripe.identity_requires_input`, which return the
 session as the matching webhook carries it.
 """
@@ -42,6 +46,7 @@ class FakeStripe:
         self.payouts: dict[str, dict] = {}
         self.verification_sessions: dict[str, dict] = {}
         self.verification_reports: dict[str, dict] = {}
+        self.redact_down = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -308,7 +313,36 @@ class FakeStripe:
                 )
             session.update(status="canceled", client_secret=None, url=None)
             return 200, _public(session)
+        if method == "POST" and rest[1:] == ["redact"]:
+            return self._redact(session)
         return _error(404, "invalid_request_error", "resource_missing", "Unrecognized request URL.")
+
+    def _redact(self, session: dict) -> tuple[int, dict]:
+        if self.redact_down:
+            return _error(500, "api_error", "api_error", "Something went wrong on Stripe's end.")
+        if session["redaction"] is not None:
+            return 200, _public(session)  # redacted already: the session as it is
+        if session["status"] == "processing":
+            return _error(
+                400,
+                "invalid_request_error",
+                "session_invalid_status",
+                "You cannot redact a VerificationSession with status processing.",
+            )
+        if session["status"] == "requires_input":
+            session.update(status="canceled")
+        session.update(
+            client_secret=None,
+            url=None,
+            metadata={},
+            client_reference_id=_REDACTED if session["client_reference_id"] else None,
+            redaction={"status": "redacted"},
+            _verified_outputs=_redacted(session["_verified_outputs"]),
+        )
+        for report in self.verification_reports.values():
+            if report["verification_session"] == session["id"]:
+                report.update(client_reference_id=_REDACTED, document=_redacted(report["document"]))
+        return 200, _public(session)
 
     def _handler(self):
         fake = self
@@ -349,6 +383,28 @@ class FakeStripe:
                 pass
 
         return Handler
+
+
+_REDACTED = "[redacted]"
+
+
+def _redacted(data: dict | None) -> dict | None:
+    """Personal data as a redacted object shows it: strings become ``"[redacted]"``, dates and
+    file lists empty; the fields' kinds and statuses stay."""
+    if data is None:
+        return None
+    kept = {"status", "type", "issuing_country", "error"}
+    out: dict = {}
+    for key, value in data.items():
+        if key in kept or value is None:
+            out[key] = value
+        elif isinstance(value, str):
+            out[key] = _REDACTED
+        elif isinstance(value, list):
+            out[key] = []
+        else:
+            out[key] = None
+    return out
 
 
 def _expand(params: dict[str, str]) -> set[str]:

@@ -983,3 +983,290 @@ def test_starting_and_resuming_are_throttled_per_user(client_for, alice, bob, fa
     assert len(fake_stripe.verification_sessions) == sessions  # nothing more asked of Stripe
     assert client.get(URL).status_code == 200 and client.delete(URL).status_code == 200
     start_stripe(client_for(bob), fake_stripe)
+
+
+# --- redaction at Stripe ----------------------------------------------------------------------------
+
+REDACTED = "[redacted]"
+
+
+def redactions(fake, session_id: str) -> list[dict]:
+    path = f"/v1/identity/verification_sessions/{session_id}/redact"
+    return [r for r in fake.requests if r["method"] == "POST" and r["path"] == path]
+
+
+def stripe_client(fake) -> stripe.StripeClient:
+    return stripe.StripeClient("sk_test_fake", base_addresses={"api": fake.url})
+
+
+def verified_unredacted(client, api, fake, *, number="D7654321") -> tuple[IdentityVerification, str]:
+    """A Stripe attempt verified and stored, whose redaction task was lost (its on-commit
+    callbacks never run in the test's transaction)."""
+    session_id = start_stripe(client, fake)
+    deliver(
+        api, fake, "identity.verification_session.verified", fake.identity_verify(session_id, number=number)
+    )
+    tasks.complete_verification.delay(IdentityVerification.objects.get(provider_ref=session_id).pk)
+    row = IdentityVerification.objects.get(provider_ref=session_id)
+    assert row.status == "verified" and row.redacted_at is None and not redactions(fake, session_id)
+    return row, session_id
+
+
+@pytest.mark.django_db
+def test_a_verified_session_is_redacted_once_its_outputs_are_stored(
+    client_for, api, alice, fake_stripe, django_capture_on_commit_callbacks
+):
+    session_id = start_stripe(client_for(alice), fake_stripe)
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(
+            api,
+            fake_stripe,
+            "identity.verification_session.verified",
+            fake_stripe.identity_verify(session_id, number="D7654321"),
+        )
+    row = IdentityVerification.objects.get()
+    assert row.status == "verified" and row.redacted_at is not None
+    # Read first (the name from the session's outputs, the number from its report), then redacted once.
+    calls = [(r["method"], r["path"].split("?")[0]) for r in fake_stripe.requests]
+    outputs_read = calls.index(("GET", f"/v1/identity/verification_sessions/{session_id}"))
+    report_read = next(
+        i for i, (_m, p) in enumerate(calls) if p.startswith("/v1/identity/verification_reports/")
+    )
+    redacted = calls.index(("POST", f"/v1/identity/verification_sessions/{session_id}/redact"))
+    assert outputs_read < redacted and report_read < redacted
+    assert len(redactions(fake_stripe, session_id)) == 1
+    # Stripe keeps nothing readable any more...
+    session = stripe_client(fake_stripe).v1.identity.verification_sessions.retrieve(
+        session_id, params={"expand": ["verified_outputs"]}
+    )
+    assert session.redaction.status == "redacted" and session.metadata.to_dict() == {}
+    assert session.verified_outputs.first_name == session.verified_outputs.last_name == REDACTED
+    report = stripe_client(fake_stripe).v1.identity.verification_reports.retrieve(
+        session.last_verification_report, params={"expand": ["document.number"]}
+    )
+    assert report.document.number == report.document.first_name == REDACTED
+    # ... and what we keep is as it was stored.
+    assert (row.legal_name, row.id_type, row.id_number_check) == ("Jenny Rosen", "us_driving_license", "")
+    assert row.id_number_hash == verification.identity_hash(
+        id_type="us_driving_license", id_number="D7654321"
+    )
+    assert client_for(alice).get(URL).json()["verification"]["legal_name"] == "***** Rosen"
+    assert [e["status"] for e in events_of(alice)] == ["pending", "verified"]  # no event for it
+
+
+@pytest.mark.django_db
+def test_a_failed_attempt_is_redacted_and_keeps_its_reason(
+    client_for, api, alice, fake_stripe, django_capture_on_commit_callbacks
+):
+    client = client_for(alice)
+    session_id = start_stripe(client, fake_stripe)
+    failed = fake_stripe.identity_requires_input(session_id, code="document_expired", reason="Expired.")
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(api, fake_stripe, "identity.verification_session.requires_input", failed)
+    row = IdentityVerification.objects.get()
+    assert (row.status, row.failure_code) == ("failed", "document_expired") and row.redacted_at
+    # Redacting a session that waits for the user cancels it: Stripe's "canceled" that follows
+    # changes nothing (the user keeps the reason) and asks Stripe for nothing more.
+    at_stripe = fake_stripe.identity_session(session_id)
+    assert (at_stripe["status"], at_stripe["redaction"]) == ("canceled", {"status": "redacted"})
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = deliver(api, fake_stripe, "identity.verification_session.canceled", at_stripe)
+    assert outcome.json()["outcome"] == "stale"
+    assert client.get(URL).json()["verification"]["failure_code"] == "document_expired"
+    assert len(redactions(fake_stripe, session_id)) == 1
+    assert [e["status"] for e in events_of(alice)] == ["pending", "failed"]
+    with django_capture_on_commit_callbacks(execute=True):
+        second = start_stripe(client, fake_stripe)  # a retry is a new attempt, as always
+    assert not redactions(fake_stripe, second) and len(redactions(fake_stripe, session_id)) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("by", ["the_user", "stripe"])
+def test_a_canceled_attempt_is_redacted(
+    client_for, api, alice, fake_stripe, django_capture_on_commit_callbacks, by
+):
+    client = client_for(alice)
+    session_id = start_stripe(client, fake_stripe)
+    with django_capture_on_commit_callbacks(execute=True):
+        if by == "the_user":
+            assert client.delete(URL).status_code == 200
+        else:
+            canceled = {**fake_stripe.identity_session(session_id), "status": "canceled"}
+            assert (
+                deliver(api, fake_stripe, "identity.verification_session.canceled", canceled).status_code
+                == 200
+            )
+    row = IdentityVerification.objects.get()
+    assert row.status == "canceled" and row.redacted_at is not None
+    assert fake_stripe.identity_session(session_id)["redaction"] == {"status": "redacted"}
+    assert len(redactions(fake_stripe, session_id)) == 1
+
+
+@pytest.mark.django_db
+def test_a_superseded_attempt_is_redacted_after_its_cancel(
+    client_for, api, alice, fake_stripe, django_capture_on_commit_callbacks
+):
+    client = client_for(alice)
+    first = start_stripe(client, fake_stripe)
+    # Failed, and its redaction lost (the callbacks of this delivery never run).
+    deliver(
+        api,
+        fake_stripe,
+        "identity.verification_session.requires_input",
+        fake_stripe.identity_requires_input(first, code="selfie_face_mismatch", reason="No match."),
+    )
+    assert IdentityVerification.objects.get(provider_ref=first).redacted_at is None
+    with django_capture_on_commit_callbacks(execute=True):
+        second = start_stripe(client, fake_stripe)
+    old = IdentityVerification.objects.get(provider_ref=first)
+    assert (old.status, old.failure_code) == ("canceled", "superseded") and old.redacted_at
+    calls = [(r["method"], r["path"]) for r in fake_stripe.requests]
+    cancel = calls.index(("POST", f"/v1/identity/verification_sessions/{first}/cancel"))
+    redact = calls.index(("POST", f"/v1/identity/verification_sessions/{first}/redact"))
+    assert cancel < redact  # canceled first: it can no longer turn verified
+    new = IdentityVerification.objects.get(provider_ref=second)
+    assert new.status == "pending" and new.redacted_at is None and not redactions(fake_stripe, second)
+
+
+@pytest.mark.django_db
+def test_a_revoked_verification_is_redacted(
+    client_for, api, alice, carol, fake_stripe, django_capture_on_commit_callbacks
+):
+    row, session_id = verified_unredacted(client_for(alice), api, fake_stripe)
+    stored = (row.legal_name, row.id_type, row.id_number_hash, row.id_number_check)
+    with django_capture_on_commit_callbacks(execute=True):
+        verification.verification_revoke(verification_id=row.pk, actor_id=carol.pk, reason="asked to")
+    row.refresh_from_db()
+    assert row.status == "revoked" and row.redacted_at is not None
+    assert (row.legal_name, row.id_type, row.id_number_hash, row.id_number_check) == stored
+    assert len(redactions(fake_stripe, session_id)) == 1
+
+
+@pytest.mark.django_db
+def test_stripe_down_during_the_redaction_is_retried_by_the_sweeper(
+    client_for, api, alice, fake_stripe, django_capture_on_commit_callbacks
+):
+    session_id = start_stripe(client_for(alice), fake_stripe)
+    fake_stripe.redact_down = True
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = deliver(
+            api,
+            fake_stripe,
+            "identity.verification_session.verified",
+            fake_stripe.identity_verify(session_id),
+        )
+    assert answer.status_code == 200  # the webhook's commit stands whatever the redaction does
+    row = IdentityVerification.objects.get()
+    assert row.status == "verified" and row.redacted_at is None and redactions(fake_stripe, session_id)
+    assert level(alice) == "verified"
+    assert tasks.complete_stale_verifications.delay().get() == 0  # too recent: the task's own retries first
+    IdentityVerification.objects.filter(pk=row.pk).update(resolved_at=row.resolved_at - timedelta(minutes=11))
+    assert tasks.complete_stale_verifications.delay().get() == 0  # still down: logged, kept for the next run
+    assert IdentityVerification.objects.get().redacted_at is None
+    fake_stripe.redact_down = False
+    assert tasks.complete_stale_verifications.delay().get() == 1
+    assert IdentityVerification.objects.get().redacted_at is not None
+    assert fake_stripe.identity_session(session_id)["redaction"] == {"status": "redacted"}
+    asked = len(redactions(fake_stripe, session_id))
+    assert tasks.complete_stale_verifications.delay().get() == 0  # done: never asked again
+    assert len(redactions(fake_stripe, session_id)) == asked
+
+
+@pytest.mark.django_db
+def test_the_sweeper_gives_up_a_redaction_after_redact_within(client_for, api, alice, fake_stripe):
+    row, session_id = verified_unredacted(client_for(alice), api, fake_stripe)
+    IdentityVerification.objects.filter(pk=row.pk).update(
+        resolved_at=timezone.now() - verification.REDACT_WITHIN - timedelta(minutes=1)
+    )
+    assert tasks.complete_stale_verifications.delay().get() == 0 and not redactions(fake_stripe, session_id)
+
+
+@pytest.mark.django_db
+def test_the_redaction_task_run_twice_asks_stripe_once(client_for, api, alice, bob, fake_stripe):
+    row, session_id = verified_unredacted(client_for(alice), api, fake_stripe)
+    tasks.redact_verification.delay(row.pk)
+    row.refresh_from_db()
+    first = row.redacted_at
+    assert first is not None
+    tasks.redact_verification.delay(row.pk)  # a redelivery
+    row.refresh_from_db()
+    assert row.redacted_at == first and len(redactions(fake_stripe, session_id)) == 1
+    # Redacted at Stripe already (a concurrent run won) or unknown to Stripe: done, not an error.
+    IdentityVerification.objects.filter(pk=row.pk).update(redacted_at=None)
+    assert verification.verification_redact(verification_id=row.pk) is True
+    unknown = IdentityVerification.objects.create(
+        user=bob, provider="stripe", provider_ref="vs_unknown", status="failed", resolved_at=timezone.now()
+    )
+    tasks.redact_verification.delay(unknown.pk)
+    unknown.refresh_from_db()
+    assert unknown.redacted_at is not None
+    # A pending attempt (its outputs may still be read) and a missing row: nothing asked.
+    pending_id = start_stripe(client_for(bob), fake_stripe)
+    tasks.redact_verification.delay(IdentityVerification.objects.get(provider_ref=pending_id).pk)
+    tasks.redact_verification.delay(10**9)
+    assert not redactions(fake_stripe, pending_id)
+
+
+@pytest.mark.django_db
+def test_a_refused_redaction_is_left_to_the_sweeper(client_for, api, alice, fake_stripe, caplog):
+    client = client_for(alice)
+    session_id = start_stripe(client, fake_stripe)
+    deliver(
+        api,
+        fake_stripe,
+        "identity.verification_session.requires_input",
+        fake_stripe.identity_requires_input(session_id, code="document_expired", reason="Expired."),
+    )
+    fake_stripe.verification_sessions[session_id]["status"] = "processing"  # the user tried again in it
+    row = IdentityVerification.objects.get()
+    with caplog.at_level("WARNING", logger="payments.verification"):
+        tasks.redact_verification.delay(row.pk)
+    assert IdentityVerification.objects.get().redacted_at is None
+    assert any(r.msg == "payments.verification_redact_refused" for r in caplog.records)
+    fake_stripe.verification_sessions[session_id]["status"] = "requires_input"
+    IdentityVerification.objects.filter(pk=row.pk).update(resolved_at=timezone.now() - timedelta(minutes=11))
+    assert tasks.complete_stale_verifications.delay().get() == 1
+    assert IdentityVerification.objects.get().redacted_at is not None
+
+
+@pytest.mark.django_db
+def test_a_redacted_session_is_never_bound(
+    client_for, api, alice, fake_stripe, django_capture_on_commit_callbacks
+):
+    """A late "verified" racing the redaction of a failed attempt: the outputs read back are
+    placeholders, so the attempt fails rather than binding "[redacted]" as an identity."""
+    session_id = start_stripe(client_for(alice), fake_stripe)
+    session = fake_stripe.identity_verify(session_id)
+    stripe_client(fake_stripe).v1.identity.verification_sessions.redact(session_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(api, fake_stripe, "identity.verification_session.verified", session)
+    row = IdentityVerification.objects.get()
+    assert (row.status, row.failure_code, row.id_number_hash) == ("failed", "identity_not_verified", "")
+    assert row.redacted_at is not None  # Stripe answers a redaction of a redacted session with it
+    assert not VerifiedIdentity.objects.exists() and level(alice) == "unverified"
+
+
+@pytest.mark.django_db
+def test_the_sandbox_keeps_nothing_to_redact(client_for, alice, django_capture_on_commit_callbacks):
+    from payments.providers.sandbox import SandboxProvider
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert verify_sandbox(client_for(alice)).status_code == 201
+    row = IdentityVerification.objects.get()
+    assert row.redacted_at is None  # nothing was kept at a provider, nothing is recorded
+    IdentityVerification.objects.filter(pk=row.pk).update(resolved_at=timezone.now() - timedelta(hours=1))
+    assert tasks.complete_stale_verifications.delay().get() == 0
+    assert verification.verification_redact(verification_id=row.pk) is False
+    assert SandboxProvider().identity_redact(provider_ref=row.provider_ref) is None
+
+
+def test_the_sandbox_has_nothing_to_read_back():
+    """It verifies or refuses while starting: a status read finds nothing waiting (canceled), and
+    there is no result to read later."""
+    from payments.providers import ProviderError
+    from payments.providers.sandbox import SandboxProvider
+
+    sandbox = SandboxProvider()
+    assert sandbox.identity_status(provider_ref="sandbox_vs_1").status == "canceled"
+    with pytest.raises(ProviderError):
+        sandbox.identity_result(provider_ref="sandbox_vs_1")
