@@ -39,7 +39,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -319,21 +318,9 @@ def _text_frame(conversation_id: int, cmid: str, text: str = "hello hello hello 
 
 
 def _postgres_cpu_seconds() -> float:
-    """User + system CPU of every PostgreSQL process on this machine (the server and its backends:
-    during a run, the benchmark's own work)."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.index("(") + 1 : stat.rindex(")")] != "postgres":
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
+    """CPU of every PostgreSQL process on this machine (the server and its backends: during a run,
+    the benchmark's own work)."""
+    return servers.cpu_seconds(lambda name, pgrp: name == "postgres")
 
 
 async def _throughput(

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from .env import ROOT, RUN_DIR
@@ -27,6 +28,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def cpu_seconds(wanted: Callable[[str, int], bool]) -> float:
+    """User + system CPU of the live processes for which ``wanted(name, process group)`` holds
+    (``/proc/<pid>/stat``)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if wanted(name, int(fields[2])):
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / _CLOCK_TICKS
 
 
 class Server:
@@ -67,18 +86,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of every live process in this server's process group (workers too)."""
-        total = 0
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == self.proc.pid:  # pgrp
-                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-        return total / _CLOCK_TICKS
+        return cpu_seconds(lambda name, pgrp: pgrp == self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
