@@ -680,6 +680,29 @@ async def test_the_group_sees_it_live_and_the_receiver_gets_the_wallet_event(ali
 # --- concurrency -----------------------------------------------------------------------------
 
 
+def _run_together(jobs, *, timeout: float) -> list[BaseException]:
+    """Run every job in a thread of its own (its own database connection), all released at once
+    by a barrier; the exceptions they raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(jobs))
+
+    def run(job) -> None:
+        try:
+            barrier.wait()
+            job()
+        except BaseException as exc:  # collected for the caller's assertion
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return errors
+
+
 @pytest.mark.django_db(transaction=True)
 def test_group_transfers_both_ways_while_the_group_chats(make_user, settings, caplog):
     """Threads send group transfers both ways (accepted, returned, auto-accepted) while members
@@ -699,17 +722,6 @@ def test_group_transfers_both_ways_while_the_group_chats(make_user, settings, ca
     )
     befriend(alice, carol)  # so that alice's transfers to carol are auto-accepted
     services.wallet_settings_update(user_id=carol.pk, auto_accept_transfers=True)
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(5)
-
-    def run(job) -> None:
-        try:
-            barrier.wait()
-            job()
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
 
     def pay(src, dst, seed):
         def job():
@@ -748,12 +760,8 @@ def test_group_transfers_both_ways_while_the_group_chats(make_user, settings, ca
         chat(crowd[0], "x"),
         chat(owner, "o"),
     ]
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
     with caplog.at_level(logging.WARNING, logger="payments"):
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=180)
+        errors = _run_together(jobs, timeout=180)
     assert not errors, errors[:3]
     assert not [r for r in caplog.records if r.getMessage() == "payments.retry"]
     assert Transfer.objects.count() == 36 and not Transfer.objects.filter(status="pending").exists()
@@ -846,17 +854,6 @@ def test_transfers_settle_while_members_leave_and_come_back(make_user, settings,
         fund(user, 50_000)
         befriend(owner, user)
     conv = chat_services.group_create(creator_id=owner.pk, name="c", member_ids=[a.pk, b.pk, c.pk])
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def run(job) -> None:
-        try:
-            barrier.wait()
-            job()
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
 
     def pay(src, dst):
         def job() -> None:
@@ -884,12 +881,8 @@ def test_transfers_settle_while_members_leave_and_come_back(make_user, settings,
             chat_services.group_invite(user_id=owner.pk, conversation_id=conv.pk, user_ids=[c.pk])
             chat_services.group_update(user_id=owner.pk, conversation_id=conv.pk, name="n")
 
-    threads = [threading.Thread(target=run, args=(job,)) for job in (pay(a, b), pay(b, c), pay(c, a), churn)]
     with caplog.at_level(logging.WARNING, logger="payments"):
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        errors = _run_together([pay(a, b), pay(b, c), pay(c, a), churn], timeout=120)
     assert not errors, errors[:3]
     assert not [r for r in caplog.records if r.getMessage() == "payments.retry"]
     assert not Transfer.objects.filter(status="pending").exists()
