@@ -298,6 +298,11 @@ def _visible_messages(member: Member, user_id: int) -> QuerySet[Message]:
     return qs.filter(~Exists(hidden)).select_related("reply_to")
 
 
+def visible_after(member: Member, *, seq: int) -> bool:
+    """Does the member see any message after ``seq``? (:func:`history`'s rules.)"""
+    return _visible_messages(member, member.user_id).filter(seq__gt=seq).exists()
+
+
 def about_unseen(msg: Message, *, joined_seq: int) -> bool:
     """Is ``msg`` a payment's notice line (``content.message_seq``) about a message its reader
     cannot see (from before they joined)? Such a line is hidden with its bubble: from history

@@ -16,7 +16,7 @@ from accounts import selectors as account_selectors
 from superapp.core import events as core_events
 from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
-from .. import content, events, notifications, realtime_fanout
+from .. import content, events, notifications, realtime_fanout, selectors
 from ..models import Attachment, Conversation, HiddenMessage, Member, Message
 from . import _core
 from .media import attachment_content, attachments_lock_shared
@@ -484,6 +484,10 @@ def conversation_mark_read(*, user_id: int, conversation_id: int, seq: int) -> i
             code="bad_seq",
             fields={"seq": [str(conv.last_seq)]},
         )
+    if seq < conv.last_seq and not selectors.visible_after(member, seq=seq):
+        # Everything after it is hidden from me (deleted for me, or a payment's notice line about
+        # a bubble from before I joined): I have read all I can see, so nothing stays unread.
+        seq = conv.last_seq
     if seq <= member.last_read_seq or not _core.bump_read(member.pk, seq):
         return max(member.last_read_seq, seq)
     to = [user_id]

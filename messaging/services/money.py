@@ -23,7 +23,7 @@ from superapp.core import events as core_events
 from superapp.core.errors import NotFound, ValidationFailed
 
 from .. import content, events, notifications, selectors
-from ..models import Conversation, Message
+from ..models import Conversation, Member, Message
 from . import _core
 from .messages import _direct_conversation
 
@@ -195,5 +195,13 @@ def payment_message_update(
             r, actor_id=actor_id, event=notice, **{f"{kind}_id": object_id, "message_seq": msg.seq}
         )
         specs.append(core_events.EventSpec(viewers, events.MESSAGE_NEW, events.message(line)))
+        # The members who cannot see the line would count it as unread for good (unread is the
+        # distance to the last seq): those who had read everything before it have read it too.
+        # The conversation row is locked: no message came between.
+        unseeing = [m.pk for u, m in r.members.items() if m.joined_seq >= msg.seq]
+        if unseeing:
+            Member.objects.filter(
+                pk__in=unseeing, last_read_seq__gte=line.seq - 1, last_read_seq__lt=line.seq
+            ).update(last_read_seq=line.seq)
     core_events.publish_many(specs=[*specs, *also_publish])
     return msg

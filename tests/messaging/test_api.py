@@ -235,6 +235,24 @@ def test_read_mark_rules(client_for, alice, bob):
     assert Event.objects.filter(type="conversation.read").count() == 2
 
 
+def test_reading_the_last_message_i_can_see_leaves_nothing_unread(client_for, alice, bob):
+    """Messages I deleted for myself after the one I read do not stay unread (unread counts to
+    the last seq); a message I can still see does."""
+    conv = direct(alice, bob)  # seq 1
+    for n in range(4):
+        send(alice, conv, text=f"m{n}")  # seq 2-5
+    services.message_hide(user_id=bob.pk, conversation_id=conv.pk, seq=5)
+    services.message_hide(user_id=bob.pk, conversation_id=conv.pk, seq=4)
+    client = client_for(bob)
+    url = f"/api/v1/messaging/conversations/{conv.pk}/read"
+    assert client.post(url, {"seq": 2}, format="json").json()["last_read_seq"] == 2  # seq 3 unseen
+    assert client.get(f"/api/v1/messaging/conversations/{conv.pk}").json()["unread_count"] == 3
+    assert client.post(url, {"seq": 3}, format="json").json()["last_read_seq"] == 5
+    assert client.get(f"/api/v1/messaging/conversations/{conv.pk}").json()["unread_count"] == 0
+    receipt = Event.objects.filter(user=alice, type="conversation.read").order_by("-seq").first()
+    assert receipt.data["last_read_seq"] == 5  # the peer's receipt says the same
+
+
 def test_search_my_conversations_only(client_for, alice, bob, carol):
     mine = direct(alice, bob)
     other = direct(bob, carol)

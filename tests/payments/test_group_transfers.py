@@ -440,6 +440,56 @@ def test_a_newcomer_learns_nothing_of_a_transfer_from_before_they_joined(client_
 
 
 @pytest.mark.django_db
+def test_a_notice_line_a_member_cannot_see_never_stays_unread(client_for, team, make_user):
+    """Unread is the distance from the read mark to the last seq, so a line hidden from a newcomer
+    (about a transfer from before they joined) would stay unread for good. A newcomer who had
+    read everything has read it too; one who had not gets to zero by reading what they see."""
+    conv, alice, receiver, _other, everyone = team
+    owner = everyone[0]
+    first = services.transfer_create(
+        sender_id=alice.pk, receiver_id=receiver.pk, amount=100, pin=PIN, conversation_id=conv.pk
+    )
+    second = services.transfer_create(
+        sender_id=alice.pk, receiver_id=receiver.pk, amount=200, pin=PIN, conversation_id=conv.pk
+    )
+    caught_up, behind = make_user(), make_user()
+    for user in (caught_up, behind):
+        befriend(owner, user)
+        chat_services.group_invite(user_id=owner.pk, conversation_id=conv.pk, user_ids=[user.pk])
+    chat_services.message_send(
+        sender_id=owner.pk, client_msg_id="hi", kind="text", text="welcome", conversation_id=conv.pk
+    )
+    welcome = Message.objects.get(sender=owner, client_msg_id="hi").seq
+    chat_services.conversation_mark_read(user_id=caught_up.pk, conversation_id=conv.pk, seq=welcome)
+
+    def unread(user) -> int:
+        return client_for(user).get(f"/api/v1/messaging/conversations/{conv.pk}").json()["unread_count"]
+
+    behind_before = unread(behind)  # "welcome", and their own "invited" line
+    assert unread(caught_up) == 0 and behind_before == 2
+    for transfer in (first, second):
+        ok = client_for(receiver).post(
+            f"/api/v1/payments/transfers/{transfer.pk}/accept", **{IDEM: f"a{transfer.pk}"}
+        )
+        assert ok.status_code == 200
+    last = Conversation.objects.get(pk=conv.pk).last_seq
+    assert last == welcome + 2  # the two notice lines, both hidden from the newcomers
+    assert unread(caught_up) == 0
+    assert unread(receiver) == 0 and unread(owner) == 2  # the members who see them
+    # The one who had not read "welcome" counts the lines until they read; reading "welcome"
+    # (the last message they can see) leaves nothing unread, and the mark reported is the last seq.
+    assert unread(behind) == behind_before + 2
+    mark = chat_services.conversation_mark_read(user_id=behind.pk, conversation_id=conv.pk, seq=welcome)
+    assert (mark, unread(behind)) == (last, 0)
+    # A member who sees what comes after keeps it unread: the mark stays where it was put.
+    assert (
+        chat_services.conversation_mark_read(user_id=owner.pk, conversation_id=conv.pk, seq=welcome)
+        == welcome
+    )
+    assert unread(owner) == 2
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "extra",
     [
