@@ -138,7 +138,10 @@ class Message(models.Model):
         RED_PACKET = "red_packet"
 
     id = models.BigAutoField(primary_key=True)
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # No index of its own: the unique (conversation, seq) leads with it.
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     seq = models.BigIntegerField()
     sender = models.ForeignKey(USER, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # NULL, not "": the unique constraint (sender, client_msg_id) must skip server-written rows.

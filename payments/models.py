@@ -136,7 +136,10 @@ class Posting(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
-    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="postings")
+    # No index of its own: (account, -id) below leads with it.
+    account = models.ForeignKey(
+        LedgerAccount, on_delete=models.PROTECT, related_name="postings", db_index=False
+    )
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
 
@@ -214,7 +217,10 @@ class Transfer(models.Model):
         REFUNDED = "refunded"
 
     id = models.BigAutoField(primary_key=True)
-    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: (sender, ...) below leads with it.
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     receiver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
@@ -249,7 +255,10 @@ class RedPacket(models.Model):
         REFUNDED = "refunded"  # expired; the remainder went back to the sender
 
     id = models.BigAutoField(primary_key=True)
-    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: (sender, ...) below leads with it.
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     kind = models.CharField(max_length=8, choices=Kind.choices)
     currency = models.CharField(max_length=3)
     total_amount = models.BigIntegerField()
@@ -310,7 +319,8 @@ class RedPacketShare(models.Model):
 
 class RedPacketGrab(models.Model):
     id = models.BigAutoField(primary_key=True)
-    packet = models.ForeignKey(RedPacket, on_delete=models.PROTECT, related_name="grabs")
+    # No index of its own: the unique (packet, user) leads with it.
+    packet = models.ForeignKey(RedPacket, on_delete=models.PROTECT, related_name="grabs", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     amount = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)

@@ -45,7 +45,10 @@ class Event(models.Model):
     """One event in one user's stream. Immutable once written, but for ``events.redact``."""
 
     id = models.BigAutoField(primary_key=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: (user, seq) below leads with it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     seq = models.BigIntegerField()
     type = models.CharField(max_length=64)
     data = models.JSONField()
@@ -65,7 +68,10 @@ class IdempotencyKey(models.Model):
     """One idempotency key of one user: the request's fingerprint and, once done, its response."""
 
     id = models.BigAutoField(primary_key=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: (user, key) below leads with it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
