@@ -303,34 +303,38 @@ def friend_update(
     friendship = Friendship.objects.select_for_update().filter(user=user, friend_id=friend_id).first()
     if friendship is None:
         raise NotFound()
+    through = ContactTag.members.through
+
+    def tag_ids_now() -> list[int]:
+        return sorted(
+            through.objects.filter(contacttag__owner=user, user_id=friend_id).values_list(
+                "contacttag_id", flat=True
+            )
+        )
+
+    before = (friendship.remark, tag_ids_now())
     if remark is not None:
         remark = remark.strip()
         if len(remark) > 64:
             raise ValidationFailed(fields={"remark": [_("At most 64 characters.")]})
-        friendship.remark = remark
-        friendship.save(update_fields=["remark"])
+        if remark != friendship.remark:
+            friendship.remark = remark
+            friendship.save(update_fields=["remark"])
     if tag_ids is not None:
         wanted = _own_tags(user, tag_ids)
-        through = ContactTag.members.through
         through.objects.filter(contacttag__owner=user, user_id=friend_id).exclude(
             contacttag_id__in=[t.pk for t in wanted]
         ).delete()
         through.objects.bulk_create(
             [through(contacttag_id=t.pk, user_id=friend_id) for t in wanted], ignore_conflicts=True
         )
-    core_events.publish(
-        user_ids=[user.pk],
-        type=events.FRIEND_UPDATED,
-        data={
-            "user_id": friend_id,
-            "remark": friendship.remark,
-            "tag_ids": sorted(
-                ContactTag.members.through.objects.filter(
-                    contacttag__owner=user, user_id=friend_id
-                ).values_list("contacttag_id", flat=True)
-            ),
-        },
-    )
+    after = (friendship.remark, tag_ids_now() if tag_ids is not None else before[1])
+    if after != before:  # a request that changes nothing tells no device anything
+        core_events.publish(
+            user_ids=[user.pk],
+            type=events.FRIEND_UPDATED,
+            data={"user_id": friend_id, "remark": after[0], "tag_ids": after[1]},
+        )
     return friendship
 
 

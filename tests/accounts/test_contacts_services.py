@@ -114,6 +114,22 @@ def test_friend_updated_payload(alice, bob):
 
 
 @pytest.mark.django_db
+def test_a_friend_update_that_changes_nothing_tells_no_device(alice, bob):
+    befriend(alice, bob)
+    tag = services.tag_create(owner=alice, name="A")
+    services.friend_update(user=alice, friend_id=bob.pk, remark="Bobby", tag_ids=[tag.pk])
+    count = len(stream(alice))
+    services.friend_update(user=alice, friend_id=bob.pk, remark=" Bobby ", tag_ids=[tag.pk])
+    services.friend_update(user=alice, friend_id=bob.pk, remark="Bobby")
+    services.friend_update(user=alice, friend_id=bob.pk, tag_ids=[tag.pk, tag.pk])
+    services.friend_update(user=alice, friend_id=bob.pk)
+    assert len(stream(alice)) == count
+    services.friend_update(user=alice, friend_id=bob.pk, tag_ids=[])  # a real change: told
+    assert len(stream(alice)) == count + 1
+    assert last(alice, account_events.FRIEND_UPDATED) == {"user_id": bob.pk, "remark": "Bobby", "tag_ids": []}
+
+
+@pytest.mark.django_db
 def test_tags_updated_payload(alice, bob, carol):
     befriend(alice, bob)
     befriend(alice, carol)
