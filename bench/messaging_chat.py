@@ -16,6 +16,9 @@ as in docker-compose):
    (2 members), p99 < 150 ms (500 members), 0 gaps, 0 duplicates.
 3. **Reconnect sync**: a device that missed 1,000 messages connects and pages through
    ``sync since <cursor>`` until caught up; the time from opening the socket to the last event.
+4. **Where the CPU goes**: the 16 senders once more against the same app with ``message.send``
+   answered without the database (``bench/messaging_nodb.py``): the socket side alone, so the
+   report can say what the send's database work costs per message, beside it.
 
 The load generator is this one asyncio process, one socket per device, on ``websockets``' sans-I/O
 protocol (``_SocketProtocol``): every frame of every socket is parsed (orjson) and its cursor
@@ -570,9 +573,40 @@ def run(*, rounds: int = 1, seconds: float = 5.0) -> str:
         finally:
             for item in reversed(items):
                 item.stop()
+    if any(key == "pubsub" for key, _, _ in VARIANTS):
+        result["socket_side"] = _socket_side(seed, seconds)
     result["load"] = (load_before, env.load_average())
     save("messaging", result)
     return report(result, seconds)
+
+
+def _socket_side(seed: dict, seconds: float) -> tuple[float, int, dict[str, float]]:
+    """16 senders against the production app with ``message.send`` answered without the database
+    (bench/messaging_nodb.py): what the socket side alone costs and allows, the same topology
+    otherwise (nginx, uvicorn, the Pub/Sub layer, receivers connected)."""
+    print(f"messaging [socket side alone]: throughput, {SENDERS} senders", flush=True)
+    items: list[servers.Server] = []
+    try:
+        extra = {"CHANNEL_LAYER_BACKEND": "pubsub"}
+        asgi_env = _env("msg_asgi", DB_DRIVER="psycopg", DB_POOL="1", CONN_MAX_AGE="0", **extra)
+        asgi_env["MSG_BENCH_SEED"] = str(RUN_DIR / "messaging-seed.json")
+        asgi = servers.uvicorn(
+            "msg_asgi_nodb", asgi_env, workers=ASGI_WORKERS, app="bench.messaging_nodb:application"
+        )
+        wsgi = servers.gunicorn(
+            "msg_wsgi_nodb", _env("msg_wsgi", DB_DRIVER="psycopg2", CONN_MAX_AGE="60", **extra), workers=1
+        )
+        items += [asgi, wsgi]
+        asgi.wait_ready()
+        wsgi.wait_ready()
+        proxy = _nginx(wsgi.port, asgi.port)
+        items.append(proxy)
+        proxy.wait_ready()
+        url = proxy.url.replace("http://", "ws://") + "/ws/"
+        return asyncio.run(_throughput(url, seed["pairs"][:SENDERS], seconds, "nodb", asgi.cpu_seconds))
+    finally:
+        for item in reversed(items):
+            item.stop()
 
 
 def _ms(value: float | None) -> str:
@@ -660,6 +694,19 @@ def report(r: dict[str, Any], seconds: float) -> str:
         f"Samples per variant: {LATENCY_MESSAGES} messages (2 members), {GROUP_MESSAGES} messages x 499 receivers "
         f"(500 members), each after warm-up; every sync returned each missed message once, in order, unless marked.",
     ]
+    if "socket_side" in r and "pubsub" in v:
+        rate, errors, cpu = r["socket_side"]
+        full = v["pubsub"]["tp16"][2]
+        lines += [
+            "",
+            f"Where a message's CPU goes ({SENDERS} senders, production layer): the socket side alone "
+            f"(`message.send` answered without the database, bench/messaging_nodb.py; nginx, uvicorn, the "
+            f"consumer's thread hop, the Pub/Sub doorbell and the frames to both members as before) accepts "
+            f"{rate:,.0f} msg/s ({errors} errors) at {cpu['server']:.2f} ms of ASGI CPU and {cpu['client']:.2f} ms "
+            f"of client CPU per message. So the send's database work (messaging.services.message_send: checks, "
+            f"statements, commit, push scheduling) costs about {full['server'] - cpu['server']:.2f} ms of ASGI "
+            f"CPU and {full['postgres']:.2f} ms of PostgreSQL CPU per message.",
+        ]
     return "\n".join(lines)
 
 
