@@ -553,26 +553,8 @@ def run(*, rounds: int = 1, seconds: float = 5.0) -> str:
     load_before = env.load_average()
     result: dict[str, Any] = {"anchors": asyncio.run(_anchors(seconds)), "variants": {}}
     for key, _label, extra in VARIANTS:
-        items: list[servers.Server] = []
-        try:
-            asgi_env = _env("msg_asgi", DB_DRIVER="psycopg", DB_POOL="1", CONN_MAX_AGE="0", **extra)
-            asgi = servers.uvicorn(f"msg_asgi_{key}", asgi_env, workers=ASGI_WORKERS)
-            wsgi = servers.gunicorn(
-                f"msg_wsgi_{key}",
-                _env("msg_wsgi", DB_DRIVER="psycopg2", CONN_MAX_AGE="60", **extra),
-                workers=1,
-            )
-            items += [asgi, wsgi]
-            asgi.wait_ready()
-            wsgi.wait_ready()
-            proxy = _nginx(wsgi.port, asgi.port)
-            items.append(proxy)
-            proxy.wait_ready()
-            url = proxy.url.replace("http://", "ws://") + "/ws/"
+        with _stack(key, extra) as (url, asgi):
             result["variants"][key] = asyncio.run(_measure(url, seed, seconds, key, asgi.cpu_seconds))
-        finally:
-            for item in reversed(items):
-                item.stop()
     if any(key == "pubsub" for key, _, _ in VARIANTS):
         result["socket_side"] = _socket_side(seed, seconds)
     result["load"] = (load_before, env.load_average())
@@ -580,21 +562,17 @@ def run(*, rounds: int = 1, seconds: float = 5.0) -> str:
     return report(result, seconds)
 
 
-def _socket_side(seed: dict, seconds: float) -> tuple[float, int, dict[str, float]]:
-    """16 senders against the production app with ``message.send`` answered without the database
-    (bench/messaging_nodb.py): what the socket side alone costs and allows, the same topology
-    otherwise (nginx, uvicorn, the Pub/Sub layer, receivers connected)."""
-    print(f"messaging [socket side alone]: throughput, {SENDERS} senders", flush=True)
+@contextlib.contextmanager
+def _stack(key: str, extra: dict[str, str], app: str | None = None, **asgi_extra: str):
+    """nginx -> uvicorn (the WebSocket) and gunicorn (REST), fresh; yields (ws URL, the ASGI server)."""
     items: list[servers.Server] = []
     try:
-        extra = {"CHANNEL_LAYER_BACKEND": "pubsub"}
-        asgi_env = _env("msg_asgi", DB_DRIVER="psycopg", DB_POOL="1", CONN_MAX_AGE="0", **extra)
-        asgi_env["MSG_BENCH_SEED"] = str(RUN_DIR / "messaging-seed.json")
+        asgi_env = _env("msg_asgi", DB_DRIVER="psycopg", DB_POOL="1", CONN_MAX_AGE="0", **extra, **asgi_extra)
         asgi = servers.uvicorn(
-            "msg_asgi_nodb", asgi_env, workers=ASGI_WORKERS, app="bench.messaging_nodb:application"
+            f"msg_asgi_{key}", asgi_env, workers=ASGI_WORKERS, **({"app": app} if app else {})
         )
         wsgi = servers.gunicorn(
-            "msg_wsgi_nodb", _env("msg_wsgi", DB_DRIVER="psycopg2", CONN_MAX_AGE="60", **extra), workers=1
+            f"msg_wsgi_{key}", _env("msg_wsgi", DB_DRIVER="psycopg2", CONN_MAX_AGE="60", **extra), workers=1
         )
         items += [asgi, wsgi]
         asgi.wait_ready()
@@ -602,11 +580,25 @@ def _socket_side(seed: dict, seconds: float) -> tuple[float, int, dict[str, floa
         proxy = _nginx(wsgi.port, asgi.port)
         items.append(proxy)
         proxy.wait_ready()
-        url = proxy.url.replace("http://", "ws://") + "/ws/"
-        return asyncio.run(_throughput(url, seed["pairs"][:SENDERS], seconds, "nodb", asgi.cpu_seconds))
+        yield proxy.url.replace("http://", "ws://") + "/ws/", asgi
     finally:
         for item in reversed(items):
             item.stop()
+
+
+def _socket_side(seed: dict, seconds: float) -> tuple[float, int, dict[str, float]]:
+    """16 senders against the production app with ``message.send`` answered without the database
+    (bench/messaging_nodb.py): what the socket side alone costs and allows, the same topology
+    otherwise (nginx, uvicorn, the Pub/Sub layer, receivers connected)."""
+    print(f"messaging [socket side alone]: throughput, {SENDERS} senders", flush=True)
+    seed_file = str(RUN_DIR / "messaging-seed.json")
+    with _stack(
+        "nodb",
+        {"CHANNEL_LAYER_BACKEND": "pubsub"},
+        app="bench.messaging_nodb:application",
+        MSG_BENCH_SEED=seed_file,
+    ) as (url, asgi):
+        return asyncio.run(_throughput(url, seed["pairs"][:SENDERS], seconds, "nodb", asgi.cpu_seconds))
 
 
 def _ms(value: float | None) -> str:
