@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.utils import timezone
 
 from superapp.core.errors import NotFound
 from superapp.core.prepared import PreparedStatement
@@ -172,7 +173,9 @@ def block_list(*, user: User) -> QuerySet[Block]:
 
 
 def session_list(*, user: User) -> QuerySet[LoginSession]:
-    return LoginSession.objects.filter(user=user, revoked_at__isnull=True)
+    """The user's open login sessions: not revoked, and whose refresh token has not expired (an
+    expired one can never be used again, so it is not a device still logged in)."""
+    return LoginSession.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=timezone.now())
 
 
 def user_search(*, viewer: User, query: str) -> User | None:

@@ -1,8 +1,10 @@
 """Sign-up, verification, login (lockout), token rotation, logout, sessions, tickets."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.models import LoginSession, User, VerificationCode
@@ -255,6 +257,15 @@ def test_sessions_list_and_revoke_another_device(api, make_user, client_for):
     assert_error(laptop.get("/api/v1/me"), 401, "session_revoked")
     assert phone.get("/api/v1/me").status_code == 200
     assert len(phone.get("/api/v1/auth/sessions").json()) == 1
+
+
+def test_an_expired_session_is_not_listed_as_open(make_user, client_for):
+    dee = make_user(handle="dee")
+    phone, old_laptop = client_for(dee), client_for(dee)
+    LoginSession.objects.filter(pk=old_laptop.tokens["session_id"]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert [s["id"] for s in phone.get("/api/v1/auth/sessions").json()] == [phone.tokens["session_id"]]
 
 
 def test_cannot_revoke_another_users_session(make_user, client_for):
