@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.urls import path
 from django.utils import timezone
 from rest_framework.response import Response
@@ -16,6 +14,7 @@ from rest_framework.views import APIView
 from superapp.core.errors import ValidationFailed
 from superapp.core.idempotency import idempotency_keys_purge, idempotent
 from superapp.core.models import IdempotencyKey
+from tests.threads import run_together
 
 CALLS: list[dict] = []
 
@@ -123,23 +122,14 @@ def test_an_expired_key_runs_again_and_is_purged(client_for, alice):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_with_one_key_execute_once(client_for, alice):
     client = client_for(alice)
-    statuses: list[int] = []
-    barrier = threading.Barrier(6)
 
     def run():
-        try:
-            barrier.wait()
-            statuses.append(_post(client, {"amount": 5, "slow": True}).status_code)
-        finally:
-            connection.close()
+        return _post(client, {"amount": 5, "slow": True}).status_code
 
-    threads = [threading.Thread(target=run) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcome = run_together([run] * 6)
+    assert outcome.raised == []
     assert len(CALLS) == 1
-    assert sorted(statuses) == [201] + [409] * 5
+    assert sorted(outcome.results) == [201] + [409] * 5
     replay = _post(client, {"amount": 5, "slow": True})
     assert replay.status_code == 201 and replay.json()["call"] == 1
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 import redis
-from django.db import connection, transaction
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -33,6 +33,7 @@ from superapp.core.webhooks import (
 )
 from tests.fakes.tls import make_tls
 from tests.fakes.webhooks import WebhookReceiver
+from tests.threads import run_together
 
 SECRET = "whsec_test_0123456789abcdef"
 PAYLOAD = {"payment_id": 42, "amount": 1999, "currency": "CNY", "memo": "咖啡"}
@@ -304,28 +305,18 @@ def test_the_same_dedup_key_twice_is_one_row_and_one_delivery(fast):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_enqueues_of_one_key_make_one_row(lost_tasks):
-    barrier = threading.Barrier(2)
-    ids, errors = [], []
+    barrier = threading.Barrier(2)  # passed inside each thread's transaction, so not run_together's
 
     def run():
-        try:
-            with transaction.atomic():
-                barrier.wait()
-                delivery = enqueue("http://127.0.0.1:9/hook", key="race")
-                time.sleep(0.2)  # the other insert waits on the unique index meanwhile
-                ids.append(delivery.id)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        with transaction.atomic():
+            barrier.wait()
+            delivery = enqueue("http://127.0.0.1:9/hook", key="race")
+            time.sleep(0.2)  # the other insert waits on the unique index meanwhile
+            return delivery.id
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert len(set(ids)) == 1 and WebhookDelivery.objects.count() == 1
+    outcome = run_together([run, run], barrier=False)
+    assert outcome.raised == []
+    assert len(set(outcome.results)) == 1 and WebhookDelivery.objects.count() == 1
     assert lost_tasks() == 1  # one task sent
 
 
@@ -334,21 +325,9 @@ def test_two_concurrent_deliveries_of_one_due_attempt_send_one_post(settings, lo
     settings.WEBHOOK_TIMEOUT = 5
     with WebhookReceiver(delay=0.5) as receiver:
         delivery = enqueue(receiver.url)  # its task is lost; two workers now race for the attempt
-        barrier = threading.Barrier(2)
-        results = []
-
-        def run():
-            barrier.wait()
-            try:
-                results.append(tasks.webhook_deliver(delivery.id))
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        outcome = run_together([lambda: tasks.webhook_deliver(delivery.id)] * 2)
+        assert outcome.raised == []
+        results = outcome.results
         time.sleep(0.3)
         requests = receiver.requests
     assert sorted(results) == ["delivered", "skipped"]

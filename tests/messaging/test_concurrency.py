@@ -3,42 +3,18 @@ one direct conversation per pair."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from messaging import services
 from messaging.models import Conversation, Member, Message
 from superapp.core import events as core_events
 from tests.conftest import befriend
+from tests.threads import indexed, run_together
 
 from .conftest import direct, group
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_threads(count, target):
-    errors: list[BaseException] = []
-    results: list = []
-    barrier = threading.Barrier(count)
-
-    def work(index):
-        try:
-            barrier.wait(timeout=10)
-            results.append(target(index))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            close_old_connections()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
-    return results
 
 
 def test_concurrent_sends_get_contiguous_sequences_and_every_member_sees_all_in_order(alice, bob, carol):
@@ -58,7 +34,8 @@ def test_concurrent_sends_get_contiguous_sequences_and_every_member_sees_all_in_
                 text=f"{index}/{n}",
             )
 
-    run_threads(len(senders), work)
+    outcome = run_together(indexed(len(senders), work), timeout=60)
+    assert not outcome.raised, outcome.raised
     seqs = list(Message.objects.filter(conversation=conv).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
     assert len(seqs) == 1 + len(senders) * per_thread  # the "created" system line, then the texts
@@ -76,7 +53,9 @@ def test_a_retried_send_racing_itself_stores_one_message(alice, bob):
             sender_id=alice.pk, conversation_id=conv.pk, client_msg_id="same", kind="text", text="once"
         )
 
-    results = run_threads(8, work)
+    outcome = run_together(indexed(8, work), timeout=60)
+    assert not outcome.raised, outcome.raised
+    results = outcome.results
     assert len({r.message.pk for r in results}) == 1
     assert sum(r.created for r in results) == 1
     assert Message.objects.filter(client_msg_id="same").count() == 1
@@ -94,7 +73,9 @@ def test_both_sides_writing_first_make_one_direct_conversation(alice, bob):
             sender_id=a.pk, to_user_id=b.pk, client_msg_id=f"first-{index}", kind="text", text="hi"
         )
 
-    results = run_threads(6, work)
+    outcome = run_together(indexed(6, work), timeout=60)
+    assert not outcome.raised, outcome.raised
+    results = outcome.results
     assert Conversation.objects.count() == 1
     assert Member.objects.count() == 2
     assert sorted(r.message.seq for r in results) == [1, 2, 3, 4, 5, 6]

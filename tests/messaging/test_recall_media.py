@@ -5,6 +5,7 @@ still carries it. Sends and forwards racing the purge, on PostgreSQL with thread
 from __future__ import annotations
 
 import threading
+from functools import partial
 
 import pytest
 from django.core.files.storage import default_storage
@@ -16,6 +17,7 @@ from messaging.models import Attachment, Message
 from messaging.services import media
 from messaging.services import messages as message_services
 from superapp.core.errors import ValidationFailed
+from tests.threads import run_together
 
 from .conftest import direct, image_upload, send
 
@@ -258,24 +260,15 @@ def test_sends_racing_a_recall_never_leave_a_message_without_its_file(alice, bob
         att = upload(alice)
         names = files_of(att)
         original = send_image(alice, ab, att)
-        barrier = threading.Barrier(3)
-
-        def racer(work, barrier=barrier):
-            def run():
-                barrier.wait(timeout=10)
-                return work()
-
-            return run
-
-        threads = [
-            _in_thread(racer(lambda a=att: send_image(alice, ac, a))),
-            _in_thread(racer(lambda a=att: send_image(alice, ac, a))),
-            _in_thread(racer(lambda m=original: recall(alice, m))),
-        ]
-        for thread, _outcome in threads:
-            thread.join(timeout=30)
-        for _thread, outcome in threads:
-            error = outcome.get("error")
+        outcome = run_together(
+            [
+                partial(send_image, alice, ac, att),
+                partial(send_image, alice, ac, att),
+                partial(recall, alice, original),
+            ],
+            timeout=30,
+        )
+        for error in outcome.errors:
             assert error is None or (
                 isinstance(error, ValidationFailed) and error.code == "media_not_found"
             ), error

@@ -12,7 +12,6 @@ import logging
 import shutil
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -26,6 +25,7 @@ from accounts.models import Block, Friendship
 from moments import feed_cache, selectors, services
 from moments.models import Comment, FriendSetting, Like, MomentsProfile, Post
 from tests.conftest import befriend
+from tests.threads import run_together
 
 from .conftest import commit_feed_bumps, image_upload, publish
 
@@ -412,20 +412,12 @@ def test_a_page_built_during_the_write_transaction_is_never_stored(make_user, cl
     client = client_for(alice)
     warm(client)
     monkeypatch.setattr(feed_cache, "_bump", lambda *args: None)  # the after-commit bump is lost
-    out = {}
     with transaction.atomic():
         account_services.friend_remove(user=bob, friend_id=alice.pk)
-
-        def read():
-            try:
-                out["page"] = feed(client)  # another connection: sees the pre-commit state
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=read)
-        thread.start()
-        thread.join(20)
-        assert post.pk in ids(out["page"])
+        # Another connection (a thread of its own): sees the pre-commit state.
+        outcome = run_together([lambda: feed(client)], timeout=20, barrier=False)
+        assert outcome.raised == [], outcome.raised
+        assert post.pk in ids(outcome.results[0])
     monkeypatch.undo()
     assert post.pk not in ids(feed(client)), "unfriended viewer served the post from the cache"
 

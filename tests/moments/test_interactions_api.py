@@ -5,6 +5,8 @@ Each endpoint: success, bad input, someone else's object (404/403); list query c
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from moments import services
@@ -12,6 +14,7 @@ from moments.models import Comment, Like, Notification
 from superapp.core.events import events_since
 from tests.conftest import befriend
 from tests.core.test_errors import assert_error
+from tests.threads import run_together
 
 from .conftest import publish
 
@@ -72,55 +75,23 @@ def test_like_someone_elses_invisible_or_unknown_post(client_for, carol, post):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_double_like_is_one_like(alice, bob):
     """Two devices like at the same moment: one like, one notification, no error (Postgres)."""
-    import threading
-
-    from django.db import connection
-
     befriend(alice, bob)
     post = publish(alice)
-    barrier = threading.Barrier(4)
-    errors = []
 
     def like():
-        try:
-            barrier.wait()
-            services.like_add(user=bob, post_id=post.pk)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        services.like_add(user=bob, post_id=post.pk)
 
-    threads = [threading.Thread(target=like) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    outcome = run_together([like] * 4)
+    assert outcome.raised == []
     assert Like.objects.filter(post=post, user=bob).count() == 1
     assert Notification.objects.filter(recipient=alice).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
 def test_like_racing_a_delete_never_fails_with_a_server_error(alice, bob):
-    import threading
-
-    from django.db import connection
-
     from superapp.core.errors import NotFound
 
     befriend(alice, bob)
-
-    def run(fn, post_id, barrier, outcomes):
-        try:
-            barrier.wait()
-            fn(post_id)
-            outcomes.append("ok")
-        except NotFound:
-            outcomes.append("404")
-        except Exception as exc:
-            outcomes.append(repr(exc))
-        finally:
-            connection.close()
 
     def like(post_id):
         services.like_add(user=bob, post_id=post_id)
@@ -130,14 +101,11 @@ def test_like_racing_a_delete_never_fails_with_a_server_error(alice, bob):
 
     for _ in range(5):
         post = publish(alice)
-        barrier, outcomes = threading.Barrier(2), []
-        threads = [
-            threading.Thread(target=run, args=(fn, post.pk, barrier, outcomes)) for fn in (like, delete)
+        outcome = run_together([partial(like, post.pk), partial(delete, post.pk)])
+        outcomes = [
+            "ok" if error is None else "404" if isinstance(error, NotFound) else repr(error)
+            for error in outcome.errors
         ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
         assert set(outcomes) <= {"ok", "404"}, outcomes
     assert not Like.objects.exists()
 

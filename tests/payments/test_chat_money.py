@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from datetime import timedelta
 
 import pytest
@@ -24,6 +23,7 @@ from payments.models import AccountKind, LedgerAccount, RedPacket, RedPacketGrab
 from superapp.core.errors import ApplicationError, Forbidden, ValidationFailed
 from superapp.core.models import Event
 from tests.core.test_realtime import next_event, open_socket
+from tests.threads import run_together
 
 from ..conftest import befriend
 from .conftest import PIN, fund, with_pin
@@ -642,17 +642,6 @@ def test_transfers_grabs_and_chat_in_the_same_conversations_at_once(make_user, s
     services.wallet_settings_update(user_id=bob.pk, auto_accept_transfers=True)
     conv = _group(alice, bob, *crowd)
     packet = _packet(alice, conv, count=10, total=10_000)
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(6)
-
-    def run(job) -> None:
-        try:
-            barrier.wait()
-            job()
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
 
     def pay(src, dst, seed):
         def job():
@@ -682,12 +671,8 @@ def test_transfers_grabs_and_chat_in_the_same_conversations_at_once(make_user, s
 
     jobs = [pay(alice, bob, 1), pay(bob, alice, 2), chat(alice, bob, None, "a"), chat(bob, None, conv.pk, "g"),
             chat(crowd[0], None, conv.pk, "c"), grab]  # fmt: skip
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
     with caplog.at_level(logging.WARNING, logger="payments"):
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=180)
+        errors = run_together(jobs, timeout=180).raised
     assert not errors, errors[:3]
     # money_atomic retries deadlocks silently: a lock-order regression would show up only here.
     assert not [r for r in caplog.records if r.getMessage() == "payments.retry"]

@@ -11,28 +11,10 @@ from django.db import connection
 from payments import services
 from payments.ledger import InsufficientFunds, ledger_reconcile
 from payments.models import AccountKind, LedgerAccount, Transfer
+from tests.threads import indexed, run_together
 
 from ..conftest import befriend
 from .conftest import PIN, fund, with_pin
-
-
-def _run(workers: int, job) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        try:
-            job(index)
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return errors
 
 
 @pytest.mark.django_db(transaction=True)
@@ -66,7 +48,7 @@ def test_hundreds_of_transfers_among_hot_wallets(make_user, settings):
             with lock:
                 outcomes[key] += 1
 
-    errors = _run(10, job)
+    errors = run_together(indexed(10, job), barrier=False).raised
     assert not errors, errors[:3]
     assert sum(outcomes.values()) == 300
     wallets = LedgerAccount.objects.filter(kind=AccountKind.WALLET)
@@ -87,10 +69,8 @@ def test_double_spend_of_one_balance_succeeds_once(make_user):
     for friend in friends:
         befriend(spender, friend)
     results: list[str] = []
-    barrier = threading.Barrier(8)
 
     def job(index: int) -> None:
-        barrier.wait()
         try:
             services.transfer_create(
                 sender_id=spender.pk, receiver_id=friends[index].pk, amount=1_000, pin=PIN
@@ -99,7 +79,7 @@ def test_double_spend_of_one_balance_succeeds_once(make_user):
         except InsufficientFunds:
             results.append("insufficient")
 
-    errors = _run(8, job)
+    errors = run_together(indexed(8, job)).raised
     assert not errors, errors
     assert sorted(results) == ["insufficient"] * 7 + ["ok"]
     assert LedgerAccount.objects.get(kind=AccountKind.WALLET, owner=spender).balance == 0
@@ -116,10 +96,8 @@ def test_one_idempotency_key_sent_concurrently_pays_once(make_user, client_for):
     befriend(sender, receiver)
     client = client_for(sender)
     statuses: list[int] = []
-    barrier = threading.Barrier(6)
 
     def job(index: int) -> None:
-        barrier.wait()
         body = {"receiver_id": receiver.pk, "amount": 100, "pin": PIN}
         statuses.append(
             client.post(
@@ -127,7 +105,7 @@ def test_one_idempotency_key_sent_concurrently_pays_once(make_user, client_for):
             ).status_code
         )
 
-    errors = _run(6, job)
+    errors = run_together(indexed(6, job)).raised
     assert not errors, errors
     assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}
     assert Transfer.objects.count() == 1
@@ -143,10 +121,8 @@ def test_a_webhook_delivered_twice_at_once_credits_once(make_user, settings):
         user=user, amount=500, currency="CNY", provider="stripe", provider_ref="pi_same"
     )
     outcomes: list[str] = []
-    barrier = threading.Barrier(4)
 
     def job(index: int) -> None:
-        barrier.wait()
         outcomes.append(
             services.provider_event_handle(
                 provider="stripe",
@@ -156,7 +132,7 @@ def test_a_webhook_delivered_twice_at_once_credits_once(make_user, settings):
             )
         )
 
-    errors = _run(4, job)
+    errors = run_together(indexed(4, job)).raised
     assert not errors, errors
     assert sorted(outcomes) == ["credited"] + ["duplicate"] * 3
     top_up.refresh_from_db()

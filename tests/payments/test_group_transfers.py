@@ -27,6 +27,7 @@ from payments.models import AccountKind, JournalEntry, LedgerAccount, Transfer, 
 from superapp.core.errors import ApplicationError
 from superapp.core.models import Event
 from tests.core.test_realtime import next_event, open_socket
+from tests.threads import run_together
 
 from ..conftest import befriend
 from .conftest import PIN, fund, with_pin
@@ -730,29 +731,6 @@ async def test_the_group_sees_it_live_and_the_receiver_gets_the_wallet_event(ali
 # --- concurrency -----------------------------------------------------------------------------
 
 
-def _run_together(jobs, *, timeout: float) -> list[BaseException]:
-    """Run every job in a thread of its own (its own database connection), all released at once
-    by a barrier; the exceptions they raised."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(jobs))
-
-    def run(job) -> None:
-        try:
-            barrier.wait()
-            job()
-        except BaseException as exc:  # collected for the caller's assertion
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=timeout)
-    return errors
-
-
 @pytest.mark.django_db(transaction=True)
 def test_group_transfers_both_ways_while_the_group_chats(make_user, settings, caplog):
     """Threads send group transfers both ways (accepted, returned, auto-accepted) while members
@@ -811,7 +789,7 @@ def test_group_transfers_both_ways_while_the_group_chats(make_user, settings, ca
         chat(owner, "o"),
     ]
     with caplog.at_level(logging.WARNING, logger="payments"):
-        errors = _run_together(jobs, timeout=180)
+        errors = run_together(jobs, timeout=180).raised
     assert not errors, errors[:3]
     assert not [r for r in caplog.records if r.getMessage() == "payments.retry"]
     assert Transfer.objects.count() == 36 and not Transfer.objects.filter(status="pending").exists()
@@ -844,43 +822,24 @@ def test_the_receiver_leaving_while_transfers_are_sent(make_user, settings):
     for member in (alice, receiver):
         befriend(owner, member)
     conv = chat_services.group_create(creator_id=owner.pk, name="r", member_ids=[alice.pk, receiver.pk])
-    errors: list[BaseException] = []
     refused: list[str] = []
-    go, paying = threading.Event(), threading.Event()
+    paying = threading.Event()
 
     def pay() -> None:
-        try:
-            go.wait()
-            for i in range(30):
-                if i == 3:
-                    paying.set()  # the leave now races the remaining 27
-                try:
-                    _transfer(alice, receiver, conv, amount=1)
-                except ApplicationError as exc:
-                    refused.append(exc.code)
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
+        for i in range(30):
+            if i == 3:
+                paying.set()  # the leave now races the remaining 27
+            try:
+                _transfer(alice, receiver, conv, amount=1)
+            except ApplicationError as exc:
+                refused.append(exc.code)
 
     def leave() -> None:
-        try:
-            paying.wait(timeout=30)
-            time.sleep(0.01)
-            chat_services.group_remove_member(
-                user_id=receiver.pk, conversation_id=conv.pk, target_id=receiver.pk
-            )
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        assert paying.wait(timeout=30), "the payer never started"
+        time.sleep(0.01)
+        chat_services.group_remove_member(user_id=receiver.pk, conversation_id=conv.pk, target_id=receiver.pk)
 
-    threads = [threading.Thread(target=pay), threading.Thread(target=leave)]
-    for t in threads:
-        t.start()
-    go.set()
-    for t in threads:
-        t.join(timeout=60)
+    errors = run_together([pay, leave], timeout=60).raised
     assert not errors, errors[:3]
     assert set(refused) <= {"member_not_found"} and len(refused) < 28
     left = Message.objects.get(conversation=conv, kind="system", content__event="member.left")
@@ -932,7 +891,7 @@ def test_transfers_settle_while_members_leave_and_come_back(make_user, settings,
             chat_services.group_update(user_id=owner.pk, conversation_id=conv.pk, name="n")
 
     with caplog.at_level(logging.WARNING, logger="payments"):
-        errors = _run_together([pay(a, b), pay(b, c), pay(c, a), churn], timeout=120)
+        errors = run_together([pay(a, b), pay(b, c), pay(c, a), churn], timeout=120).raised
     assert not errors, errors[:3]
     assert not [r for r in caplog.records if r.getMessage() == "payments.retry"]
     assert not Transfer.objects.filter(status="pending").exists()

@@ -19,33 +19,12 @@ from payments.models import (
 )
 from superapp.core import prepared
 from superapp.core.errors import ApplicationError
+from tests.threads import indexed, run_together
 
 from .conftest import PIN
 from .merchant_client import funded_payer, open_merchant
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_together(workers: int, job) -> list[BaseException | None]:
-    """Start ``workers`` threads at one barrier; each returns its exception or None."""
-    barrier = threading.Barrier(workers)
-    outcomes: list[BaseException | None] = [None] * workers
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            job(index)
-        except BaseException as exc:  # collected for the assertions
-            outcomes[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return outcomes
 
 
 def codes_of(outcomes) -> list[str]:
@@ -67,7 +46,7 @@ def test_one_order_paid_by_simultaneous_requests_is_paid_once(make_user, setting
     def job(index: int) -> None:
         orders.order_pay(payer_id=payers[index % 3].pk, code=order.code, pin=PIN)
 
-    outcomes = run_together(8, job)
+    outcomes = run_together(indexed(8, job)).errors
     assert codes_of(outcomes) == ["ok"] + ["order_paid"] * 7, outcomes
     order.refresh_from_db()
     assert order.status == "paid"
@@ -89,7 +68,7 @@ def test_simultaneous_partial_refunds_never_exceed_what_was_paid(make_user):
             merchant_id=shop.merchant.id, order_id=order.id, out_refund_no=f"refund-{index:04d}", amount=400
         )
 
-    outcomes = run_together(10, job)
+    outcomes = run_together(indexed(10, job)).errors
     assert codes_of(outcomes) == ["ok"] * 6 + ["refund_exceeds_paid"] * 4, outcomes
     order.refresh_from_db()
     assert order.refunded_amount == 2_400 and MerchantRefund.objects.count() == 6
@@ -114,7 +93,7 @@ def test_one_out_refund_no_sent_at_once_refunds_once(make_user):
         )
         created.append(new)
 
-    outcomes = run_together(6, job)
+    outcomes = run_together(indexed(6, job)).errors
     assert outcomes == [None] * 6 and sorted(created) == [False] * 5 + [True]
     assert MerchantRefund.objects.count() == 1 and balance(kind=AccountKind.WALLET, owner=payer) == 8_500
 
@@ -133,7 +112,7 @@ def test_one_payment_code_charged_by_two_merchants_at_once_pays_once(make_user):
             description="d",
         )
 
-    outcomes = run_together(4, job)
+    outcomes = run_together(indexed(4, job)).errors
     assert codes_of(outcomes) == ["ok"] + ["payment_code_used"] * 3, outcomes
     assert MerchantOrder.objects.count() == 1 and balance(kind=AccountKind.WALLET, owner=payer) == 9_700
 
@@ -148,7 +127,7 @@ def test_the_same_out_trade_no_created_at_once_makes_one_order(make_user):
         )
         results.append((order.id, new))
 
-    assert run_together(6, job) == [None] * 6
+    assert run_together(indexed(6, job)).errors == [None] * 6
     assert len({r[0] for r in results}) == 1 and sorted(r[1] for r in results) == [False] * 5 + [True]
 
 
@@ -166,7 +145,7 @@ def test_settlement_run_concurrently_settles_once(make_user):
     def job(index: int) -> None:
         counts.append(settlement.settlements_run())
 
-    assert run_together(4, job) == [None] * 4
+    assert run_together(indexed(4, job)).errors == [None] * 4
     assert sorted(counts) == [0, 0, 0, 1] and SettlementBatch.objects.count() == 1
     assert balance(kind=AccountKind.MERCHANT_AVAILABLE, merchant=shop.merchant) == 3 * 994
     assert balance(kind=AccountKind.MERCHANT, merchant=shop.merchant) == 0
@@ -204,7 +183,7 @@ def test_payments_and_refunds_racing_keep_every_balance_exact(make_user, setting
                 )
                 orders.order_pay(payer_id=payers[index % 4].pk, code=order.code, pin=PIN)
 
-    outcomes = run_together(8, job)
+    outcomes = run_together(indexed(8, job)).errors
     assert all(
         o is None or (isinstance(o, ApplicationError) and o.code == "refund_exceeds_paid") for o in outcomes
     ), outcomes
@@ -257,7 +236,7 @@ def test_a_merchant_resolution_during_a_customer_resolutions_refund_is_refused(m
         finally:
             merchant_tried.set()
 
-    outcomes = run_together(2, job)
+    outcomes = run_together(indexed(2, job)).errors
     assert codes_of(outcomes) == ["dispute_resolving", "ok"], outcomes
     dispute.refresh_from_db()
     assert dispute.status == "won_by_customer" and dispute.refund.amount == 1_000
@@ -275,7 +254,7 @@ def test_simultaneous_resolutions_either_way_agree_with_the_money(make_user):
         def job(index: int, dispute_id=dispute.id) -> None:
             disputes.dispute_resolve(actor_id=staff.pk, dispute_id=dispute_id, for_customer=index % 2 == 0)
 
-        outcomes = run_together(4, job)
+        outcomes = run_together(indexed(4, job)).errors
         dispute.refresh_from_db()
         refunds = list(MerchantRefund.objects.filter(order_id=order.id))
         assert codes_of(outcomes).count("ok") == 1, outcomes
@@ -294,7 +273,7 @@ def test_one_mini_program_opened_twice_at_once_gives_409_not_500(make_user):
             owner_id=owners[index].pk, name="Mini", kind="mini_program", external_ref="wx-same"
         )
 
-    outcomes = run_together(4, job)
+    outcomes = run_together(indexed(4, job)).errors
     assert codes_of(outcomes) == ["merchant_exists"] * 3 + ["ok"], outcomes
     assert Merchant.objects.filter(external_ref="wx-same").count() == 1
 
@@ -307,7 +286,7 @@ def test_one_owner_opening_merchants_at_once_stays_under_the_maximum(make_user):
     def job(index: int) -> None:
         merchants.merchant_create(owner_id=owner.pk, name=f"Late {index}")
 
-    outcomes = run_together(4, job)
+    outcomes = run_together(indexed(4, job)).errors
     assert codes_of(outcomes) == ["ok"] + ["too_many_merchants"] * 3, outcomes
     assert Merchant.objects.filter(owner=owner).count() == merchants.MAX_MERCHANTS_PER_OWNER
 
@@ -339,7 +318,7 @@ def test_one_micropay_request_sent_again_while_running_returns_its_order(make_us
         )
         results.append((order.id, created, order.status))
 
-    outcomes = run_together(4, job)
+    outcomes = run_together(indexed(4, job)).errors
     assert outcomes == [None] * 4, outcomes
     assert len({r[0] for r in results}) == 1 and {r[2] for r in results} == {"paid"}
     assert sorted(r[1] for r in results) == [False] * 3 + [True]

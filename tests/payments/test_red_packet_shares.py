@@ -43,6 +43,7 @@ from payments.models import (
 )
 from superapp.core import prepared
 from superapp.core.errors import ApplicationError
+from tests.threads import run_together
 
 from ..conftest import befriend
 from .conftest import PIN, fund, with_pin
@@ -317,27 +318,6 @@ def test_a_share_left_by_an_old_code_refund_is_never_paid(world, monkeypatch):
 # --- on PostgreSQL, in threads (each its own connection) --------------------------------------
 
 
-def _run_threads(jobs, timeout=180):
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(jobs))
-
-    def run(job):
-        try:
-            barrier.wait()
-            job()
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=timeout)
-    return errors
-
-
 def _crowd(make_user, n, funds):
     sender = make_user()
     with_pin(sender)
@@ -368,7 +348,7 @@ def test_many_grabbers_on_one_packet_in_threads(make_user, caplog):
         return job
 
     with caplog.at_level(logging.WARNING, logger="payments"):
-        errors = _run_threads([grab(m) for m in members])
+        errors = run_together([grab(m) for m in members], timeout=180).raised
     assert not errors, errors[:3]
     assert not [r for r in caplog.records if r.getMessage() == "payments.retry"]
     assert outcomes.count("ok") == 45
@@ -396,7 +376,7 @@ def test_one_user_grabbing_from_many_connections_at_once_gets_one_share(make_use
         except ApplicationError as exc:
             outcomes.append(exc.code)
 
-    assert not _run_threads([job] * 8)
+    assert not run_together([job] * 8, timeout=180).raised
     assert outcomes.count("ok") == 1 and set(outcomes) == {"ok", "already_grabbed"}
     # The refused attempts gave their claimed shares back.
     assert len(_shares(packet)) == 2
@@ -429,7 +409,7 @@ def test_grabs_racing_the_expiry_refund(make_user, caplog):
         refunded.append(red_packets.red_packet_refund_if_expired(packet_id=packet.pk))
 
     with caplog.at_level(logging.WARNING, logger="payments"):
-        errors = _run_threads([grab(m) for m in members] + [expire_and_refund])
+        errors = run_together([grab(m) for m in members] + [expire_and_refund], timeout=180).raised
     assert not errors, errors[:3]
     assert not [r for r in caplog.records if r.getMessage() == "payments.retry"]
     assert set(outcomes) <= {"ok", "red_packet_expired", "red_packet_empty"}
@@ -458,19 +438,15 @@ def test_balances_apply_sees_a_credit_committed_while_it_waited(make_user):
     payer, payee = make_user(), make_user()
     wallet, other = wallet_for(user_id=payer.pk, currency="CNY"), wallet_for(user_id=payee.pk, currency="CNY")
     clearing = account_for(kind=AccountKind.PROVIDER_CLEARING, currency="CNY")
-    locked, done = threading.Event(), threading.Event()
-    outcome: list[object] = []
+    locked = threading.Event()
 
     def credit():
-        try:
-            with transaction.atomic():
-                ledger_post(
-                    kind="adjustment", reference="test:credit", legs=[Leg(clearing, -100), Leg(wallet, 100)]
-                )
-                locked.set()
-                time.sleep(0.5)  # the debit's statement starts (and takes its snapshot) meanwhile
-        finally:
-            connection.close()
+        with transaction.atomic():
+            ledger_post(
+                kind="adjustment", reference="test:credit", legs=[Leg(clearing, -100), Leg(wallet, 100)]
+            )
+            locked.set()
+            time.sleep(0.5)  # the debit's statement starts (and takes its snapshot) meanwhile
 
     @money_atomic
     def debit():
@@ -480,22 +456,13 @@ def test_balances_apply_sees_a_credit_committed_while_it_waited(make_user):
         ledger_balances_apply(booked=[booked])
 
     def spend():
-        try:
-            locked.wait(10)
-            debit()
-            outcome.append("ok")
-        except BaseException as exc:  # collected for the assertion
-            outcome.append(exc)
-        finally:
-            done.set()
-            connection.close()
+        assert locked.wait(10), "the credit never took its lock"
+        debit()
+        return "ok"
 
-    threads = [threading.Thread(target=credit), threading.Thread(target=spend)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert outcome == ["ok"]
+    outcome = run_together([credit, spend], timeout=30, barrier=False)
+    assert outcome.errors == [None, None], outcome.errors
+    assert outcome.results[1] == "ok"
     assert LedgerAccount.objects.get(pk=wallet.pk).balance == 40
     assert LedgerAccount.objects.get(pk=other.pk).balance == 60
     assert ledger_reconcile().ok

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
-import threading
 from datetime import timedelta
+from functools import partial
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +18,7 @@ from payments.models import AccountKind, LedgerAccount, RedPacket, RedPacketGrab
 from payments.red_packets import next_share, red_packet_grab, red_packet_send
 from superapp.core.errors import ApplicationError
 from superapp.core.models import Event
+from tests.threads import run_together
 
 from ..conftest import befriend
 from .conftest import PIN, fund, with_pin
@@ -274,28 +274,16 @@ def test_many_simultaneous_grabbers_get_exactly_the_total(make_user):
         pin=PIN,
     )
     outcomes: list[str] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(members))
 
     def grab(member) -> None:
-        try:
-            barrier.wait()
-            for _ in range(2):  # each tries twice: the second must never pay
-                try:
-                    red_packet_grab(user_id=member.pk, packet_id=packet.pk)
-                    outcomes.append("ok")
-                except ApplicationError as exc:
-                    outcomes.append(exc.code)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        for _ in range(2):  # each tries twice: the second must never pay
+            try:
+                red_packet_grab(user_id=member.pk, packet_id=packet.pk)
+                outcomes.append("ok")
+            except ApplicationError as exc:
+                outcomes.append(exc.code)
 
-    threads = [threading.Thread(target=grab, args=(m,)) for m in members]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    errors = run_together([partial(grab, m) for m in members], timeout=120).raised
     assert not errors, errors[:3]
     assert outcomes.count("ok") == 25
     assert set(outcomes) <= {"ok", "already_grabbed", "red_packet_empty"}

@@ -20,6 +20,7 @@ from payments.ledger import (
 )
 from payments.models import AccountKind, JournalEntry, LedgerAccount, Posting, Transfer, WalletSettings
 from superapp.core.errors import ApplicationError
+from tests.threads import indexed, run_together
 
 from ..conftest import befriend
 from .conftest import PIN, fund, with_pin
@@ -227,38 +228,28 @@ def test_concurrent_bookings_on_hot_wallets_never_trip_the_check(make_user):
     for u in users:
         fund(u, 2_000)
     wallets = [wallet_for(user_id=u.pk) for u in users]
-    errors: list[BaseException] = []
     counts = {"ok": 0, "refused": 0}
     lock = threading.Lock()
 
     def job(index: int) -> None:
         rng = random.Random(index)
-        try:
-            for n in range(25):
-                src, dst = rng.sample(wallets, 2)
-                amount = rng.randint(1, 900)
-                try:
-                    with transaction.atomic():
-                        ledger_post(
-                            kind="adjustment",
-                            reference=f"hot:{index}:{n}",
-                            legs=[Leg(src, -amount), Leg(dst, amount)],
-                        )
-                    key = "ok"
-                except InsufficientFunds:
-                    key = "refused"
-                with lock:
-                    counts[key] += 1
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-        finally:
-            connection.close()
+        for n in range(25):
+            src, dst = rng.sample(wallets, 2)
+            amount = rng.randint(1, 900)
+            try:
+                with transaction.atomic():
+                    ledger_post(
+                        kind="adjustment",
+                        reference=f"hot:{index}:{n}",
+                        legs=[Leg(src, -amount), Leg(dst, amount)],
+                    )
+                key = "ok"
+            except InsufficientFunds:
+                key = "refused"
+            with lock:
+                counts[key] += 1
 
-    threads = [threading.Thread(target=job, args=(i,)) for i in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    errors = run_together(indexed(10, job), timeout=120, barrier=False).raised
     assert not errors, errors[:3]
     assert counts["ok"] + counts["refused"] == 250 and counts["ok"] > 0
     balances = list(

@@ -4,7 +4,6 @@ concurrency on PostgreSQL, the event's shape, and staff revoking in the admin.""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -18,6 +17,7 @@ from payments.providers.sandbox import cn_resident_id_valid
 from superapp.core.audit import audit_entries_for
 from superapp.core.errors import ApplicationError
 from superapp.core.models import Event
+from tests.threads import indexed, run_together
 
 from ..conftest import befriend
 from .conftest import PIN, fund, with_pin
@@ -454,37 +454,19 @@ def test_a_lost_task_is_completed_by_the_sweeper(client_for, api, alice, fake_st
 # --- identity uniqueness under concurrency ----------------------------------------------------------
 
 
-def _in_threads(count: int, job) -> list[BaseException | None]:
-    outcomes: list[BaseException | None] = [None] * count
-    barrier = threading.Barrier(count)
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            job(index)
-        except BaseException as exc:  # collected for the assertion
-            outcomes[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return outcomes
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("allowed", [1, 3])
 def test_one_identity_verifying_many_accounts_at_once(make_user, settings, allowed):
     assert connection.vendor == "postgresql"
     settings.PAYMENTS_IDENTITY_MAX_ACCOUNTS = allowed
     users = [make_user() for _ in range(8)]
-    outcomes = _in_threads(
-        len(users),
-        lambda i: verification.verification_start(user_id=users[i].pk, legal_name="李明", id_number=ID_A),
-    )
+    outcomes = run_together(
+        indexed(
+            len(users),
+            lambda i: verification.verification_start(user_id=users[i].pk, legal_name="李明", id_number=ID_A),
+        ),
+        timeout=60,
+    ).errors
     assert all(o is None or isinstance(o, verification.IdentityLimitReached) for o in outcomes), outcomes
     assert outcomes.count(None) == allowed
     assert IdentityVerification.objects.filter(status="verified").count() == allowed
@@ -498,9 +480,12 @@ def test_one_identity_verifying_many_accounts_at_once(make_user, settings, allow
 @pytest.mark.django_db(transaction=True)
 def test_one_user_starting_many_times_at_once(make_user):
     user = make_user()
-    outcomes = _in_threads(
-        6, lambda i: verification.verification_start(user_id=user.pk, legal_name="李明", id_number=ID_A)
-    )
+    outcomes = run_together(
+        indexed(
+            6, lambda i: verification.verification_start(user_id=user.pk, legal_name="李明", id_number=ID_A)
+        ),
+        timeout=60,
+    ).errors
     assert outcomes.count(None) == 1
     assert all(
         getattr(o, "code", None) in (None, "already_verified", "verification_in_progress") for o in outcomes
