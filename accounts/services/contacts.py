@@ -304,6 +304,16 @@ def friend_update(
     if friendship is None:
         raise NotFound()
     through = ContactTag.members.through
+    if tag_ids is not None:
+        # My tags locked, in id order, before "before" is read: a concurrent tag_update (it locks
+        # its tag) cannot change who is in them between that read and this request's writes,
+        # which would make an unchanged-looking request hide its re-insert from my devices.
+        list(
+            ContactTag.objects.select_for_update()
+            .filter(owner=user)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
 
     def tag_ids_now() -> list[int]:
         return sorted(
@@ -335,6 +345,8 @@ def friend_update(
             type=events.FRIEND_UPDATED,
             data={"user_id": friend_id, "remark": after[0], "tag_ids": after[1]},
         )
+    if after[1] != before[1]:
+        _tags_changed(user)  # the tags' member lists changed too (devices may keep those)
     return friendship
 
 

@@ -470,21 +470,30 @@ def conversation_mark_read(*, user_id: int, conversation_id: int, seq: int) -> i
     """Move my read mark to ``seq`` (never back). My other devices learn it; in a direct chat the
     peer too (a read receipt). Returns the read mark."""
     seq = content.positive_int(seq, "seq")
+    # My row locked first (the bump writes it anyway), the conversation read after: a payment's
+    # notice line hidden from me (money.py) either waits for this read and sees its mark, or
+    # committed before the lock was granted and this read sees it in last_seq.
     member = (
-        Member.objects.select_related("conversation")
+        Member.objects.select_for_update()
         .filter(conversation_id=conversation_id, user_id=user_id, left_at__isnull=True)
         .first()
     )
     if member is None:
         raise NotFound(_("No such conversation."), code="conversation_not_found")
-    conv = member.conversation
+    conv = Conversation.objects.only("kind", "last_seq", "user_low_id", "user_high_id").get(
+        pk=conversation_id
+    )
     if seq > conv.last_seq:
         raise ValidationFailed(
             _("There is no message with this number yet."),
             code="bad_seq",
             fields={"seq": [str(conv.last_seq)]},
         )
-    if seq < conv.last_seq and not selectors.visible_after(member, seq=seq):
+    if (
+        seq < conv.last_seq
+        and member.last_read_seq < conv.last_seq
+        and not selectors.visible_after(member, seq=max(seq, member.last_read_seq))
+    ):
         # Everything after it is hidden from me (deleted for me, or a payment's notice line about
         # a bubble from before I joined): I have read all I can see, so nothing stays unread.
         seq = conv.last_seq

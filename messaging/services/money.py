@@ -197,11 +197,14 @@ def payment_message_update(
         specs.append(core_events.EventSpec(viewers, events.MESSAGE_NEW, events.message(line)))
         # The members who cannot see the line would count it as unread for good (unread is the
         # distance to the last seq): those who had read everything before it have read it too.
-        # The conversation row is locked: no message came between.
+        # The conversation row is locked: no message came between. Their rows are locked first,
+        # so a read in progress (conversation_mark_read locks the row too) is waited for and its
+        # mark seen; a read that comes after finds the line and moves past it itself.
         unseeing = [m.pk for u, m in r.members.items() if m.joined_seq >= msg.seq]
         if unseeing:
-            Member.objects.filter(
-                pk__in=unseeing, last_read_seq__gte=line.seq - 1, last_read_seq__lt=line.seq
-            ).update(last_read_seq=line.seq)
+            marks = Member.objects.select_for_update().filter(pk__in=unseeing).order_by("pk")
+            caught_up = [pk for pk, mark in marks.values_list("pk", "last_read_seq") if mark == line.seq - 1]
+            if caught_up:
+                Member.objects.filter(pk__in=caught_up).update(last_read_seq=line.seq)
     core_events.publish_many(specs=[*specs, *also_publish])
     return msg

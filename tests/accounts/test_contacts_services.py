@@ -18,9 +18,11 @@ from django.db import IntegrityError, connection, connections, transaction
 from accounts import events as account_events
 from accounts import selectors, services
 from accounts.models import Block, ContactTag, FriendRequest, Friendship
+from accounts.services import contacts
 from superapp.core.errors import ApplicationError
 from superapp.core.events import events_since
 from tests.conftest import befriend
+from tests.threads import run_together
 
 PUBLIC_KEYS = {"id", "handle", "display_name", "avatar_url", "avatar_thumb_url", "region", "bio"}
 REQUEST_KEYS = {"id", "from_user", "to_user", "note", "source", "status", "created_at"}
@@ -125,8 +127,53 @@ def test_a_friend_update_that_changes_nothing_tells_no_device(alice, bob):
     services.friend_update(user=alice, friend_id=bob.pk)
     assert len(stream(alice)) == count
     services.friend_update(user=alice, friend_id=bob.pk, tag_ids=[])  # a real change: told
-    assert len(stream(alice)) == count + 1
+    assert len(stream(alice)) == count + 2
     assert last(alice, account_events.FRIEND_UPDATED) == {"user_id": bob.pk, "remark": "Bobby", "tag_ids": []}
+    assert last(alice, account_events.TAGS_UPDATED) == {
+        "tags": [{"id": tag.pk, "name": "A", "member_ids": []}]
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_friend_update_racing_a_tag_edit_leaves_devices_told_the_truth(alice, bob, monkeypatch):
+    """Another device empties a tag while a friend update puts the friend back in it: whichever
+    commits last, the last thing the devices were told about the tag is what the database has."""
+    befriend(alice, bob)
+    tag = services.tag_create(owner=alice, name="A", member_ids=[bob.pk])
+    real_own_tags = contacts._own_tags
+    other_device: list = []
+
+    def own_tags_while_another_device_edits(owner, tag_ids):
+        other_device.append(
+            threading.Thread(
+                target=lambda: _closing(services.tag_update, owner=alice, tag_id=tag.pk, member_ids=[])
+            )
+        )
+        other_device[0].start()
+        time.sleep(0.5)  # without the friend update's tag locks, the edit commits in here
+        return real_own_tags(owner, tag_ids)
+
+    monkeypatch.setattr(contacts, "_own_tags", own_tags_while_another_device_edits)
+    services.friend_update(user=alice, friend_id=bob.pk, tag_ids=[tag.pk])
+    monkeypatch.undo()
+    other_device[0].join(30)
+    assert not other_device[0].is_alive()
+    in_db = sorted(ContactTag.objects.get(pk=tag.pk).members.values_list("pk", flat=True))
+    told = [
+        e for e in stream(alice) if e["type"] in (account_events.FRIEND_UPDATED, account_events.TAGS_UPDATED)
+    ]
+    last_told = told[-1]
+    if last_told["type"] == account_events.TAGS_UPDATED:
+        assert last_told["data"]["tags"][0]["member_ids"] == in_db
+    else:
+        assert (tag.pk in last_told["data"]["tag_ids"]) == (bob.pk in in_db)
+
+
+def _closing(call, **kwargs):
+    try:
+        call(**kwargs)
+    finally:
+        connections.close_all()
 
 
 @pytest.mark.django_db
@@ -400,20 +447,13 @@ def test_concurrent_tag_rename_to_the_same_name_conflicts_cleanly(alice):
 
 @pytest.mark.django_db(transaction=True)
 def test_crossing_requests_make_one_friendship(alice, bob):
-    start, results = threading.Barrier(2), {}
-
     def send(a, b):
-        def run():
-            start.wait(10)
-            return services.friend_request_send(from_user=a, to_user_id=b.pk).became_friends
+        return lambda: services.friend_request_send(from_user=a, to_user_id=b.pk).became_friends
 
-        return run
+    outcome = run_together([send(alice, bob), send(bob, alice)], timeout=20)
 
-    threads = [_in_thread(send(alice, bob), results, "alice"), _in_thread(send(bob, alice), results, "bob")]
-    for thread in threads:
-        thread.join(20)
-
-    assert sorted(results.values()) == [False, True]
+    assert outcome.raised == [], outcome.raised
+    assert sorted(outcome.results) == [False, True]
     assert Friendship.objects.count() == 2
     assert not FriendRequest.objects.filter(status="pending").exists()
     assert selectors.are_friends(user_a=alice.pk, user_b=bob.pk)
