@@ -9,7 +9,7 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from superapp.core.errors import NotFound
-from superapp.core.prepared import PreparedStatement
+from superapp.core.prepared import PreparedStatement, execute_bound
 
 from .events import user_brief, user_public  # noqa: F401  (payload shapes other apps render)
 from .identifiers import classify_login
@@ -91,6 +91,29 @@ def relation_flags(*, user_id: int, other_id: int) -> tuple[bool, bool] | None:
         _RELATION.execute(cursor, [user_id, other_id, user_id, other_id, other_id, user_id, other_id])
         row = cursor.fetchone()
     return (bool(row[0]), bool(row[1])) if row else None
+
+
+def relation_flags_many(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], tuple[bool, bool] | None]:
+    """:func:`relation_flags` for many ``(user_id, other_id)`` pairs in one query (PostgreSQL)."""
+    pairs = list(dict.fromkeys(pairs))
+    if not pairs:
+        return {}
+    with connection.cursor() as cursor:
+        rows = execute_bound(
+            cursor, _RELATION_MANY_SQL, [[p[0] for p in pairs], [p[1] for p in pairs]]
+        ).fetchall()
+        found = {(row[0], row[1]): (bool(row[2]), bool(row[3])) for row in rows}
+    return {pair: found.get(pair) for pair in pairs}
+
+
+_RELATION_MANY_SQL = (  # the models' own table names
+    "SELECT p.user_id, p.other_id,"  # noqa: S608
+    f" EXISTS (SELECT 1 FROM {Friendship._meta.db_table} f WHERE f.user_id = p.user_id AND f.friend_id = p.other_id),"
+    f" EXISTS (SELECT 1 FROM {Block._meta.db_table} b WHERE (b.blocker_id = p.user_id AND b.blocked_id = p.other_id)"
+    " OR (b.blocker_id = p.other_id AND b.blocked_id = p.user_id))"
+    " FROM unnest(%s::bigint[], %s::bigint[]) AS p(user_id, other_id)"
+    f" JOIN {User._meta.db_table} u ON u.id = p.other_id AND u.is_active AND u.is_verified"
+)
 
 
 def is_contact(*, user_id: int, other_id: int) -> bool:

@@ -38,22 +38,46 @@ def _int(frame: dict[str, Any], name: str) -> int:
 
 @realtime.frame_handler("message.send")
 def handle_send(*, user_id: int, session_id: str, frame: dict[str, Any]) -> dict[str, Any]:
-    result = services.message_send(
-        sender_id=user_id,
-        client_msg_id=frame.get("client_msg_id"),
-        kind=frame.get("kind"),
-        conversation_id=frame.get("conversation_id"),
-        to_user_id=frame.get("to_user_id"),
-        text=frame.get("text", ""),
-        content_fields=frame.get("content"),
-        reply_to_seq=frame.get("reply_to_seq"),
-        mentions=frame.get("mentions"),
-        mention_all=frame.get("mention_all", False),
-    )
+    result = services.message_send(**_send_arguments(user_id, frame))
     return {
         "type": "message.send.result",
         "message": events.message(result.message),
         "created": result.created,
+    }
+
+
+@realtime.frame_batch_handler("message.send")
+def handle_send_batch(calls: list[realtime.FrameCall]) -> list[dict[str, Any] | Exception]:
+    """The ``message.send`` frames of several sockets at once (``services.message_send_many``):
+    each gets the reply :func:`handle_send` would give it."""
+    outcomes = services.message_send_many(
+        [_send_arguments(call.user_id, call.frame) for call in calls],
+        languages=[call.language for call in calls],
+    )
+    return [
+        outcome
+        if isinstance(outcome, Exception)
+        else {
+            "type": "message.send.result",
+            "message": events.message(outcome.message),
+            "created": outcome.created,
+        }
+        for outcome in outcomes
+    ]
+
+
+def _send_arguments(user_id: int, frame: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sender_id": user_id,
+        "client_msg_id": frame.get("client_msg_id"),
+        "kind": frame.get("kind"),
+        "conversation_id": frame.get("conversation_id"),
+        "to_user_id": frame.get("to_user_id"),
+        "text": frame.get("text", ""),
+        "content_fields": frame.get("content"),
+        "reply_to_seq": frame.get("reply_to_seq"),
+        "mentions": frame.get("mentions"),
+        "mention_all": frame.get("mention_all", False),
     }
 
 

@@ -486,6 +486,15 @@ PROMETHEUS_EXPORT_MIGRATIONS = False
 # When set, /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (Prometheus' authorization).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 WS_AUTHENTICATOR = "accounts.realtime.authenticate_socket"
+# Frames of a type with a batch handler (message.send) that the process's sockets send while a
+# batch runs are handled together in the next one, up to REALTIME_FRAME_BATCH_MAX frames: one
+# worker-thread trip, one transaction, one publish (superapp/core/consumers.py FrameBatcher).
+REALTIME_FRAME_BATCHING = env.bool("REALTIME_FRAME_BATCHING", default=True)
+REALTIME_FRAME_BATCH_MAX = env.int("REALTIME_FRAME_BATCH_MAX", default=64)
+REALTIME_FRAME_BATCH_CONCURRENCY = env.int("REALTIME_FRAME_BATCH_CONCURRENCY", default=1)
+# Under load (a batch just ran), how long the next batch may wait for the last one's sockets to
+# send again before it starts with fewer frames (ms; 0: never waits). An idle socket never waits.
+REALTIME_FRAME_BATCH_LINGER_MS = env.float("REALTIME_FRAME_BATCH_LINGER_MS", default=2.0)
 # axes.W006 wants lockout per IP too. Locking an IP would lock out every user behind one carrier
 # NAT; per-IP abuse is limited by the "auth" throttle instead, per account by axes.
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]

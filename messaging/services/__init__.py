@@ -27,6 +27,7 @@ from .messages import (
     message_hide,
     message_recall,
     message_send,
+    message_send_many,
     typing_notify,
 )
 from .money import PaymentPost, payment_message_post, payment_message_update
@@ -59,6 +60,7 @@ __all__ = [
     "message_hide",
     "message_recall",
     "message_send",
+    "message_send_many",
     "payment_message_post",
     "payment_message_update",
     "settings_update",

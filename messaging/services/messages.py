@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts import selectors as account_selectors
 from superapp.core import events as core_events
-from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from superapp.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ValidationFailed
+from superapp.core.prepared import execute_bound
 
 from .. import content, events, notifications, realtime_fanout, selectors
 from ..models import Attachment, Conversation, HiddenMessage, Member, Message
@@ -153,6 +156,38 @@ def message_send(
     Idempotent on ``(sender, client_msg_id)``: a retry (also a concurrent one) returns the stored
     message with ``created=False`` and publishes nothing.
     """
+    send = _checked_send(
+        sender_id=sender_id, client_msg_id=client_msg_id, kind=kind, conversation_id=conversation_id,
+        to_user_id=to_user_id, text=text, content_fields=content_fields, reply_to_seq=reply_to_seq,
+        mentions=mentions, mention_all=mention_all,
+    )  # fmt: skip
+    return _send_alone(send)
+
+
+@dataclass(frozen=True)
+class _Send:
+    """A send whose input passed the checks that need no database."""
+
+    sender_id: int
+    client_msg_id: str
+    draft: content.Draft
+    conversation_id: int | None
+    to_user_id: int | None
+
+
+def _checked_send(
+    *,
+    sender_id: int,
+    client_msg_id: Any,
+    kind: Any,
+    conversation_id: Any = None,
+    to_user_id: Any = None,
+    text: Any = "",
+    content_fields: Any = None,
+    reply_to_seq: Any = None,
+    mentions: Any = None,
+    mention_all: Any = False,
+) -> _Send:
     client_msg_id = content.check_client_msg_id(client_msg_id)
     draft = content.check_draft(
         kind=kind, text=text, content=content_fields, reply_to_seq=reply_to_seq, mentions=mentions,
@@ -165,12 +200,169 @@ def message_send(
         )
     conversation_id = content.positive_int(conversation_id, "conversation_id", allow_none=True)
     to_user_id = content.positive_int(to_user_id, "to_user_id", allow_none=True)
+    return _Send(sender_id, client_msg_id, draft, conversation_id, to_user_id)
+
+
+def _send_alone(send: _Send) -> SendResult:
     try:
         with transaction.atomic():
-            return _send(sender_id, client_msg_id, draft, conversation_id, to_user_id)
+            return _send(
+                send.sender_id, send.client_msg_id, send.draft, send.conversation_id, send.to_user_id
+            )
     except IntegrityError:
         # Another send with this client_msg_id committed first (the unique constraint decided).
-        return SendResult(_existing(sender_id, client_msg_id, conversation_id, to_user_id), created=False)
+        return SendResult(
+            _existing(send.sender_id, send.client_msg_id, send.conversation_id, send.to_user_id),
+            created=False,
+        )
+
+
+@dataclass
+class _Shared:
+    """What the sends of one batch publish together, once, after the last of them."""
+
+    specs: list[core_events.EventSpec] = field(default_factory=list)
+    recipient_ids: list[int] = field(default_factory=list)
+
+
+def message_send_many(
+    sends: Sequence[dict[str, Any]], *, languages: Sequence[str] | None = None
+) -> list[SendResult | Exception]:
+    """Several sends (each the keyword arguments of :func:`message_send`), from several senders,
+    with the outcome each would get from ``message_send``: its ``SendResult``, or the
+    ``ApplicationError`` it would raise. For less: the sends that pass the checks needing no
+    database are stored in one transaction, their events published by one ``publish_many`` (one
+    doorbell after the commit) and the push scheduled once, in the order of their conversations'
+    ids (the order in which sends take conversation locks elsewhere too).
+
+    Each is stored exactly as ``message_send`` stores it (the same ``_send``). If any of them fails
+    inside the transaction (a check, a conflict, a deadlock), the whole transaction is rolled back
+    and each is sent again on its own through ``message_send``'s path: the outcome as if they had
+    never been batched. A retry (a ``client_msg_id`` already stored, or twice in the batch) and a
+    send to a ``to_user_id`` (it may create the chat) go on their own from the start. Every
+    outcome exists only once the transaction that stored it has committed. ``languages``: each
+    send's (its errors' messages); an error that is not an ``ApplicationError`` is that send's
+    outcome too (logged), so one failure never takes the others' outcomes with it.
+    """
+    outcomes: list[SendResult | Exception | None] = [None] * len(sends)
+    language = (
+        (lambda index: translation.override(languages[index]))
+        if languages
+        else (lambda index: contextlib.nullcontext())
+    )
+    checked: list[tuple[int, _Send]] = []
+    for index, kwargs in enumerate(sends):
+        try:
+            with language(index):
+                checked.append((index, _checked_send(**kwargs)))
+        except ApplicationError as exc:
+            outcomes[index] = exc
+    stored = _stored_keys([s for _, s in checked]) if len(checked) > 1 else set()
+    together: list[tuple[int, _Send]] = []
+    alone: list[tuple[int, _Send]] = []
+    keys: set[tuple[int, str]] = set()
+    for index, send in checked:
+        key = (send.sender_id, send.client_msg_id)
+        if send.conversation_id is None or key in stored or key in keys:
+            alone.append((index, send))
+        else:
+            keys.add(key)
+            together.append((index, send))
+    if len(together) > 1:
+        together.sort(key=lambda item: (item[1].conversation_id, item[0]))
+        shared = _Shared()
+        try:
+            with transaction.atomic():
+                results = _send_together(together, shared)
+                core_events.publish_many(specs=shared.specs)
+                notifications.schedule_on_commit(sender_id=0, recipient_ids=shared.recipient_ids)
+        except Exception:  # a check, a conflict, a deadlock, a bug: each tells its own outcome
+            alone += together  # rolled back: each on its own, as if never batched
+        else:
+            for index, result in results:
+                outcomes[index] = result
+    else:
+        alone += together
+    for index, send in sorted(alone, key=lambda item: item[0]):
+        try:
+            with language(index):
+                outcomes[index] = _send_alone(send)
+        except ApplicationError as exc:
+            outcomes[index] = exc
+        except Exception as exc:  # this send's own failure (logged by whoever reports it)
+            outcomes[index] = exc
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+def _send_together(together: list[tuple[int, _Send]], shared: _Shared) -> list[tuple[int, SendResult]]:
+    """Inside the batch's transaction: every conversation locked first, in id order (as
+    ``lock_conversations`` always does), then the plain messages (no reply, mention, media or
+    contact card) stored by a fixed number of statements on PostgreSQL, the others one by one."""
+    convs = _core.lock_conversations({s.conversation_id for _, s in together if s.conversation_id})
+    plain = [(i, s) for i, s in together if _is_plain(s)] if connection.vendor == "postgresql" else []
+    results: list[tuple[int, SendResult]] = []
+    if plain:
+        stored = _core.append_plain_many(
+            [
+                _core.PlainMessage(
+                    conversation_id=s.conversation_id,  # type: ignore[arg-type]
+                    sender_id=s.sender_id,
+                    client_msg_id=s.client_msg_id,
+                    kind=s.draft.kind,
+                    text=s.draft.text,
+                    body=s.draft.content,
+                )
+                for _, s in plain
+            ],
+            {s.conversation_id: convs[s.conversation_id] for _, s in plain if s.conversation_id in convs},
+        )
+        for (index, s), (r, msg) in zip(plain, stored, strict=True):
+            shared.specs.append(_core.new_message_spec(r, msg))
+            shared.recipient_ids += [u for u in r.members if u != s.sender_id]
+            results.append((index, SendResult(msg, created=True)))
+    plain_indexes = {index for index, _ in plain}
+    for index, s in together:
+        if index not in plain_indexes:
+            results.append(
+                (index, _send(s.sender_id, s.client_msg_id, s.draft, s.conversation_id, None, shared=shared))
+            )
+    return results
+
+
+def _is_plain(send: _Send) -> bool:
+    draft = send.draft
+    return (
+        send.conversation_id is not None
+        and draft.reply_to_seq is None
+        and not draft.mentions
+        and not draft.mention_all
+        and draft.media_id is None
+        and draft.contact_user_id is None
+    )
+
+
+_STORED_KEYS_SQL = """
+SELECT m.sender_id, m.client_msg_id
+  FROM unnest(%s::bigint[], %s::text[]) AS v(sender_id, client_msg_id)
+  JOIN messaging_message m ON m.sender_id = v.sender_id AND m.client_msg_id = v.client_msg_id
+ WHERE m.client_msg_id IS NOT NULL
+"""
+
+
+def _stored_keys(sends: Sequence[_Send]) -> set[tuple[int, str]]:
+    """Which of these (sender, client_msg_id) are stored already: one query, one index lookup
+    each (the unique ``(sender, client_msg_id)``)."""
+    if connection.vendor != "postgresql":
+        found = Message.objects.filter(
+            sender_id__in={s.sender_id for s in sends}, client_msg_id__in={s.client_msg_id for s in sends}
+        ).values_list("sender_id", "client_msg_id")
+        return set(found)
+    with connection.cursor() as cursor:
+        rows = execute_bound(
+            cursor, _STORED_KEYS_SQL, [[s.sender_id for s in sends], [s.client_msg_id for s in sends]]
+        ).fetchall()
+    return {(row[0], row[1]) for row in rows}
 
 
 def _send(
@@ -179,6 +371,8 @@ def _send(
     draft: content.Draft,
     conversation_id: int | None,
     to_user_id: int | None,
+    *,
+    shared: _Shared | None = None,
 ) -> SendResult:
     specs: list[core_events.EventSpec] = []
     claimed = False
@@ -217,10 +411,13 @@ def _send(
         claimed=claimed,
     )  # fmt: skip
     specs.append(_core.new_message_spec(r, msg, reply_to=reply_to))
+    recipient_ids = [u for u in r.members if u != sender_id]
+    if shared is not None:  # message_send_many publishes the batch's events once, after the last
+        shared.specs += specs
+        shared.recipient_ids += recipient_ids
+        return SendResult(msg, created=True)
     core_events.publish_many(specs=specs)
-    notifications.schedule_on_commit(
-        sender_id=sender_id, recipient_ids=[u for u in r.members if u != sender_id]
-    )
+    notifications.schedule_on_commit(sender_id=sender_id, recipient_ids=recipient_ids)
     return SendResult(msg, created=True)
 
 

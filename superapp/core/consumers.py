@@ -23,6 +23,7 @@ import contextlib
 import functools
 import json
 import logging
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -132,11 +133,26 @@ class EventConsumer(AsyncWebsocketConsumer):
                     _("Unknown frame type '%(type)s'.") % {"type": frame["type"][:64]},
                     code="unknown_frame",
                 )
-            # Not thread-sensitive: handlers of different sockets run side by side in the executor's
-            # threads (each borrows a pooled connection and closes it after), instead of queueing
-            # behind one another on the single thread-sensitive thread of the process. One socket's
-            # frames still run one at a time, in order (this method awaits the handler).
-            reply = await database_sync_to_async(self._run_handler, thread_sensitive=False)(handler, frame)
+            batch = (
+                realtime.get_frame_batch_handler(frame["type"]) if settings.REALTIME_FRAME_BATCHING else None
+            )
+            if batch is not None:
+                call = realtime.FrameCall(
+                    user_id=self.identity.user_id,
+                    session_id=self.identity.session_id,
+                    frame=frame,
+                    language=self.language,
+                )
+                reply = await FrameBatcher.of(frame["type"], batch).submit(call)
+            else:
+                # Not thread-sensitive: handlers of different sockets run side by side in the
+                # executor's threads (each borrows a pooled connection and closes it after), instead
+                # of queueing behind one another on the single thread-sensitive thread of the
+                # process. One socket's frames still run one at a time, in order (this method
+                # awaits the handler).
+                reply = await database_sync_to_async(self._run_handler, thread_sensitive=False)(
+                    handler, frame
+                )
         except ApplicationError as exc:
             reply = {"type": "error", **exc.as_dict()}
         except Exception:
@@ -194,6 +210,95 @@ class EventConsumer(AsyncWebsocketConsumer):
 
     async def send_json(self, content: dict[str, Any]) -> None:
         await self.send(text_data=frames.dumps(content))
+
+
+class FrameBatcher:
+    """The frames of one type (with a batch handler) from every socket of this process, handled in
+    batches: while ``REALTIME_FRAME_BATCH_CONCURRENCY`` batches (1) run in worker threads, the
+    frames that arrive wait, and the next batch takes them all (up to ``REALTIME_FRAME_BATCH_MAX``).
+    An idle process handles a frame at once, alone; a busy one shares each trip to the database
+    among as many frames as came meanwhile, as a database's group commit does. Each socket still
+    awaits its reply before its next frame is read, so one socket's frames stay in order, one per
+    batch at most.
+    """
+
+    _of_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, FrameBatcher]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, handler: realtime.BatchFrameHandler) -> None:
+        self.handler = handler
+        self.waiting: list[tuple[realtime.FrameCall, asyncio.Future[Any]]] = []
+        self.draining: set[asyncio.Future[None]] = set()
+        # While the drain lingers: how many frames it waits for, and the future that says so.
+        self.enough: tuple[int, asyncio.Future[None]] | None = None
+
+    @classmethod
+    def of(cls, frame_type: str, handler: realtime.BatchFrameHandler) -> FrameBatcher:
+        """This event loop's batcher for the frame type (futures belong to one loop)."""
+        batchers = cls._of_loop.setdefault(asyncio.get_running_loop(), {})
+        batcher = batchers.get(frame_type)
+        if batcher is None or batcher.handler is not handler:
+            batcher = batchers[frame_type] = cls(handler)
+        return batcher
+
+    async def submit(self, call: realtime.FrameCall) -> dict[str, Any]:
+        """The frame's reply; raises the ApplicationError the handler gave it."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append((call, future))
+        if self.enough is not None and len(self.waiting) >= self.enough[0] and not self.enough[1].done():
+            self.enough[1].set_result(None)
+        if len(self.draining) < max(1, settings.REALTIME_FRAME_BATCH_CONCURRENCY):
+            task = asyncio.ensure_future(self._drain())
+            self.draining.add(task)
+            task.add_done_callback(self.draining.discard)
+        outcome = await future
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def _drain(self) -> None:
+        batch: list[tuple[realtime.FrameCall, asyncio.Future[Any]]] = []
+        last = 0
+        try:
+            while self.waiting:
+                size = max(1, settings.REALTIME_FRAME_BATCH_MAX)
+                linger = settings.REALTIME_FRAME_BATCH_LINGER_MS / 1000
+                if linger > 0 and len(self.waiting) < min(last, size):
+                    # The sockets of the last batch send their next frames as soon as their replies
+                    # arrive, a network round trip from now: wait that long for them (at most), so
+                    # that the frame which came meanwhile is not sent alone, then they alone next.
+                    self.enough = (min(last, size), asyncio.get_running_loop().create_future())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.enough[1], linger)
+                    self.enough = None
+                    if not self.waiting:  # another batch of this process took them meanwhile
+                        break
+                batch, self.waiting = self.waiting[:size], self.waiting[size:]
+                last = len(batch)
+                try:
+                    outcomes = await database_sync_to_async(self.handler, thread_sensitive=False)(
+                        [call for call, _ in batch]
+                    )
+                    if len(outcomes) != len(batch):
+                        raise RuntimeError(
+                            f"a batch handler gave {len(outcomes)} replies to {len(batch)} frames"
+                        )
+                except Exception as exc:  # the handler broke its contract: every frame of it fails
+                    logger.exception("ws frame batch failed")
+                    outcomes = [exc] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():  # a socket that closed meanwhile no longer waits
+                        future.set_result(outcome)
+                batch = []
+        except BaseException as exc:  # cancelled with the loop: nobody may wait forever
+            for _, future in [*batch, *self.waiting]:
+                if not future.done():
+                    future.set_exception(RuntimeError("the frame batcher stopped"))
+            self.waiting = []
+            if not isinstance(exc, Exception):
+                raise
+            logger.exception("ws frame batcher failed")
 
 
 async def _dispatch_loop(

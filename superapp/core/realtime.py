@@ -63,6 +63,43 @@ def get_frame_handler(frame_type: str) -> FrameHandler | None:
     return _handlers.get(frame_type)
 
 
+@dataclass(frozen=True)
+class FrameCall:
+    """One socket's frame, handed to a batch handler with other sockets' frames of its type."""
+
+    user_id: int
+    session_id: str
+    frame: dict[str, Any]
+    language: str
+
+
+# A batch handler takes the frames of one type that several sockets sent while the previous batch
+# ran, and returns one reply per frame, in order: the reply dict, or the ApplicationError that
+# frame gets. It must give each frame the outcome the frame's own handler would have given it.
+BatchFrameHandler = Callable[[list[FrameCall]], list[dict[str, Any] | Exception]]
+_batch_handlers: dict[str, BatchFrameHandler] = {}
+
+
+def frame_batch_handler(frame_type: str) -> Callable[[BatchFrameHandler], BatchFrameHandler]:
+    """Register a batch handler beside a frame's own handler (``frame_handler``): the consumer
+    then runs the frames of that type from all the sockets of the process together, one batch
+    at a time (``superapp.core.consumers.FrameBatcher``), so that they share one trip to a worker
+    thread and whatever the handler can share (one transaction, one publish). Off with
+    ``REALTIME_FRAME_BATCHING=false``: each frame then goes to its own handler."""
+
+    def register(func: BatchFrameHandler) -> BatchFrameHandler:
+        if frame_type in _batch_handlers and _batch_handlers[frame_type] is not func:
+            raise RuntimeError(f"WebSocket batch frame {frame_type!r} registered twice")
+        _batch_handlers[frame_type] = func
+        return func
+
+    return register
+
+
+def get_frame_batch_handler(frame_type: str) -> BatchFrameHandler | None:
+    return _batch_handlers.get(frame_type)
+
+
 # Socket lifecycle hooks: apps learn that a socket of a user opened or closed (presence), without
 # the consumer knowing any app. A hook runs in a worker thread; its failure is logged, never raised.
 SocketHook = Callable[[SocketIdentity, str], None]

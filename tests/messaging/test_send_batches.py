@@ -1,0 +1,257 @@
+"""Sends handled in batches (services.message_send_many, and the consumer's FrameBatcher that
+feeds it): each send gets what message_send would have given it, for one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async as sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts import services as account_services
+from messaging import events, services
+from messaging.models import Conversation, Member, Message
+from superapp.core import realtime
+from superapp.core.errors import ApplicationError
+from superapp.core.models import Event
+from tests.core.test_realtime import next_event, open_socket
+
+from .conftest import direct, group
+
+
+def _send(sender, conv, cmid, text="hi", **extra):
+    return {"sender_id": sender.pk, "client_msg_id": cmid, "kind": "text", "conversation_id": conv.pk,
+            "text": text, **extra}  # fmt: skip
+
+
+def _stream(user) -> list[tuple[int, str, dict]]:
+    return list(Event.objects.filter(user=user).order_by("seq").values_list("seq", "type", "data"))
+
+
+@pytest.mark.django_db
+def test_a_batch_stores_each_send_as_message_send_would_in_one_transaction(alice, bob, carol):
+    ab, ac = direct(alice, bob), direct(alice, carol)
+    team = group(alice, bob, carol)
+    sends = [
+        _send(alice, ab, "a1", "to bob"),
+        _send(bob, ab, "b1", "to alice"),
+        _send(carol, team, "c1", "to the team"),
+        _send(alice, ac, "a2", "to carol"),
+        _send(bob, team, "b2", "me too", reply_to_seq=None),
+    ]
+    before = {u.pk: _stream(u) for u in (alice, bob, carol)}
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = services.message_send_many(sends)
+    assert all(isinstance(o, services.SendResult) and o.created for o in outcomes), outcomes
+    assert [o.message.text for o in outcomes] == ["to bob", "to alice", "to the team", "to carol", "me too"]
+    # One transaction, one publish statement for every event of the batch.
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert sum(s.upper().startswith("COMMIT") or s == "COMMIT" for s in sql) <= 1
+    # Each conversation's sequence has no gap; each stream gets its events in cursor order, one
+    # message.new per message the user is a member of.
+    for conv in (ab, ac, team):
+        seqs = list(Message.objects.filter(conversation=conv).order_by("seq").values_list("seq", flat=True))
+        assert seqs == list(range(1, len(seqs) + 1))
+    for user, expected in ((alice, 5), (bob, 4), (carol, 3)):
+        new = _stream(user)[len(before[user.pk]) :]
+        assert [t for _, t, _ in new] == [events.MESSAGE_NEW] * expected
+        cursors = [c for c, _, _ in new]
+        assert cursors == list(range(cursors[0], cursors[0] + expected))
+    # The senders have read their own messages; the others have them unread.
+    assert services.message_send_many([_send(alice, ab, "a1", "to bob")])[0].created is False
+
+
+@pytest.mark.django_db
+def test_a_batched_plain_message_is_the_row_and_the_event_message_send_makes(alice, bob, carol, client_for):
+    """The set statements (append_plain_many) against the one-by-one path: the same row, read
+    marks, conversation fields, event payload, and the full-text search finds it."""
+    ab, team = direct(alice, bob), group(alice, bob, carol)
+    alone = services.message_send(
+        sender_id=alice.pk,
+        client_msg_id="alone",
+        kind="text",
+        conversation_id=ab.pk,
+        text="Blue Bottle alone",
+    ).message
+    reply_target = alone.seq
+    outcomes = services.message_send_many(
+        [
+            _send(alice, ab, "batched", "Blue Bottle batched"),
+            _send(bob, ab, "quoting", "a reply", reply_to_seq=reply_target),  # not plain: one by one
+            _send(carol, team, "grouped", "for the group"),
+            {**_send(bob, team, "located", ""), "kind": "location",
+             "content_fields": {"latitude": 31.2, "longitude": 121.5, "name": "Bund"}},
+        ]
+    )  # fmt: skip
+    assert all(isinstance(o, services.SendResult) and o.created for o in outcomes), outcomes
+    batched, quoting, grouped, located = (o.message for o in outcomes)
+    assert (batched.seq, quoting.seq) == (alone.seq + 1, alone.seq + 2)
+    fields = ["conversation_id", "sender_id", "kind", "text", "content", "reply_to_id", "mentions", "mention_all",
+              "forwarded", "recalled_at"]  # fmt: skip
+    for built in (batched, grouped, located):
+        stored = Message.objects.get(pk=built.pk)
+        assert {f: getattr(built, f) for f in fields} == {f: getattr(stored, f) for f in fields}
+        assert built.created_at == stored.created_at and built.seq == stored.seq
+        assert events.message(built) == events.message(stored)
+        event = Event.objects.filter(type=events.MESSAGE_NEW, data__id=built.pk).first()
+        assert event is not None and event.data == events.message(stored)
+    conv = Conversation.objects.get(pk=ab.pk)
+    assert conv.last_seq == quoting.seq and conv.last_message_at >= batched.created_at
+    marks = dict(Member.objects.filter(conversation=ab).values_list("user_id", "last_read_seq"))
+    assert marks == {alice.pk: batched.seq, bob.pk: quoting.seq}  # each sender read their own
+    team_marks = dict(Member.objects.filter(conversation=team).values_list("user_id", "last_read_seq"))
+    assert team_marks[carol.pk] == grouped.seq and team_marks[bob.pk] == located.seq
+    assert team_marks[alice.pk] < grouped.seq  # alice has both unread
+    found = client_for(bob).get("/api/v1/messaging/search", {"q": "bottle batched"}).json()["results"]
+    assert [m["id"] for m in found] == [batched.pk]
+
+
+@pytest.mark.django_db
+def test_one_failing_send_leaves_the_others_as_they_would_be_alone(alice, bob, carol, make_user):
+    ab, ac = direct(alice, bob), direct(alice, carol)
+    stranger_group = group(carol, make_user())
+    account_services.block_add(user=carol, target_id=alice.pk)  # alice can no longer write to carol
+    sends = [
+        _send(alice, ab, "ok-1"),
+        _send(alice, ac, "blocked"),
+        _send(alice, stranger_group, "not-a-member"),
+        {"sender_id": bob.pk, "client_msg_id": "bad", "kind": "nonsense", "conversation_id": ab.pk},
+        _send(bob, ab, "ok-2"),
+        _send(bob, ab, "ok-2"),  # the same send twice in one batch: stored once
+    ]
+    outcomes = services.message_send_many(sends)
+    assert isinstance(outcomes[0], services.SendResult) and outcomes[0].created
+    assert isinstance(outcomes[1], ApplicationError) and outcomes[1].status_code == 403
+    assert isinstance(outcomes[2], ApplicationError) and outcomes[2].code == "conversation_not_found"
+    assert isinstance(outcomes[3], ApplicationError) and outcomes[3].status_code == 400
+    assert (
+        outcomes[4].created and not outcomes[5].created and outcomes[5].message.pk == outcomes[4].message.pk
+    )
+    assert not Message.objects.filter(client_msg_id__in=["blocked", "not-a-member", "bad"]).exists()
+    seqs = list(Message.objects.filter(conversation=ab).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert Conversation.objects.get(pk=ac.pk).last_seq == 1  # the refused send took no number
+
+
+@pytest.mark.django_db
+def test_errors_speak_each_senders_language(alice, bob):
+    ab = direct(alice, bob)
+    sends = [_send(alice, ab, "x" * 200), _send(bob, ab, "y" * 200)]
+    outcomes = services.message_send_many(sends, languages=["zh-hans", "en"])
+    assert all(isinstance(o, ApplicationError) for o in outcomes)
+    assert outcomes[0].as_dict()["error"]["message"] != outcomes[1].as_dict()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_an_unexpected_failure_is_only_that_sends_outcome(alice, bob, carol, monkeypatch):
+    ab, ac = direct(alice, bob), direct(alice, carol)
+    from messaging.services import messages
+
+    real = messages._send
+
+    def failing(sender_id, client_msg_id, *args, **kwargs):
+        if client_msg_id == "boom":
+            raise RuntimeError("boom")
+        return real(sender_id, client_msg_id, *args, **kwargs)
+
+    def batch_failing(together, shared):
+        raise RuntimeError("the batch broke")
+
+    monkeypatch.setattr(messages, "_send", failing)
+    monkeypatch.setattr(messages, "_send_together", batch_failing)
+    outcomes = services.message_send_many([_send(alice, ab, "fine"), _send(alice, ac, "boom")])
+    assert isinstance(outcomes[0], services.SendResult) and outcomes[0].created
+    assert isinstance(outcomes[1], RuntimeError)
+    assert Message.objects.filter(client_msg_id="fine").count() == 1
+
+
+# --- through the socket: the consumer's batcher --------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sockets_sending_together_share_batches_and_lose_nothing(make_user, monkeypatch):
+    """12 pairs send 10 messages each over their sockets at the same time: every send is
+    acknowledged once, stored once, numbered without a gap, and reaches its receiver; and the
+    frames were really handled in batches of more than one."""
+    pairs = []
+    for _ in range(12):
+        a, b = await sync_to_async(make_user)(), await sync_to_async(make_user)()
+        pairs.append((a, b, await sync_to_async(direct)(a, b)))
+    handler = realtime.get_frame_batch_handler("message.send")
+    sizes: list[int] = []
+
+    def counting(calls):
+        sizes.append(len(calls))
+        return handler(calls)
+
+    monkeypatch.setitem(realtime._batch_handlers, "message.send", counting)
+    senders = [await open_socket(a) for a, _, _ in pairs]
+    receivers = [await open_socket(b) for _, b, _ in pairs]
+
+    async def talk(index: int) -> list[dict]:
+        ws, (_, _, conv) = senders[index], pairs[index]
+        acks = []
+        for n in range(10):
+            ref = f"{index}-{n}"
+            await ws.send_json_to({"type": "message.send", "ref": ref, "conversation_id": conv.pk,
+                                   "client_msg_id": ref, "kind": "text", "text": f"m{n}"})  # fmt: skip
+            while True:
+                frame = await ws.receive_json_from(timeout=10)
+                if frame.get("ref") == ref:
+                    acks.append(frame)
+                    break
+        return acks
+
+    results = await asyncio.gather(*(talk(i) for i in range(12)))
+    for index, acks in enumerate(results):
+        assert [a["type"] for a in acks] == ["message.send.result"] * 10, acks[:2]
+        assert [a["message"]["seq"] for a in acks] == list(range(2, 12))  # 1 is direct()'s message
+        got = [await next_event(receivers[index], "message.new") for _ in range(10)]
+        assert [g["data"]["text"] for g in got] == [f"m{n}" for n in range(10)]
+    assert sum(sizes) == 120 and max(sizes) > 1, sizes
+    for ws in senders + receivers:
+        await ws.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_batch_handler_that_breaks_fails_only_its_frames_and_the_socket_lives(
+    alice, bob, monkeypatch
+):
+    conv = await sync_to_async(direct)(alice, bob)
+    ws = await open_socket(alice)
+
+    def broken(calls):
+        raise RuntimeError("broken")
+
+    monkeypatch.setitem(realtime._batch_handlers, "message.send", broken)
+    await ws.send_json_to({"type": "message.send", "ref": "1", "conversation_id": conv.pk, "client_msg_id": "x",
+                           "kind": "text", "text": "hi"})  # fmt: skip
+    error = await ws.receive_json_from(timeout=5)
+    assert (error["type"], error["error"]["code"], error["ref"]) == ("error", "server_error", "1")
+    monkeypatch.undo()
+    await ws.send_json_to({"type": "message.send", "ref": "2", "conversation_id": conv.pk, "client_msg_id": "x",
+                           "kind": "text", "text": "hi"})  # fmt: skip
+    while (frame := await ws.receive_json_from(timeout=5)).get("ref") != "2":
+        pass
+    assert frame["type"] == "message.send.result" and frame["created"] is True
+    await ws.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_without_batching_each_frame_goes_to_its_own_handler(alice, bob, settings, monkeypatch):
+    settings.REALTIME_FRAME_BATCHING = False
+    conv = await sync_to_async(direct)(alice, bob)
+
+    def never(calls):
+        raise AssertionError("batched")
+
+    monkeypatch.setitem(realtime._batch_handlers, "message.send", never)
+    ws = await open_socket(alice)
+    await ws.send_json_to({"type": "message.send", "ref": "1", "conversation_id": conv.pk, "client_msg_id": "x",
+                           "kind": "text", "text": "hi"})  # fmt: skip
+    while (frame := await ws.receive_json_from(timeout=5)).get("ref") != "1":
+        pass
+    assert frame["type"] == "message.send.result"
+    await ws.disconnect()
