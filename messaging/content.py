@@ -78,7 +78,13 @@ def _clean_text(value: Any, field_name: str, *, max_chars: int, required: bool) 
 
 
 def _number(value: Any, field_name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(field_name, _("A number is required."))
+    try:
+        finite = math.isfinite(value)  # an int too large for a float (10**400) overflows here
+    except OverflowError:
+        finite = False
+    if not finite:
         raise _bad(field_name, _("A number is required."))
     if not low <= value <= high:
         raise _bad(field_name, _("Out of range."))

@@ -47,15 +47,18 @@ def handle_send(*, user_id: int, session_id: str, frame: dict[str, Any]) -> dict
 
 
 @realtime.frame_batch_handler("message.send")
-def handle_send_batch(calls: list[realtime.FrameCall]) -> list[dict[str, Any] | Exception]:
+def handle_send_batch(calls: list[realtime.FrameCall]) -> list[Any]:
     """The ``message.send`` frames of several sockets at once (``services.message_send_many``):
     each gets the reply :func:`handle_send` would give it."""
     outcomes = services.message_send_many(
         [_send_arguments(call.user_id, call.frame) for call in calls],
         languages=[call.language for call in calls],
+        defer=True,  # those that go on their own run beside the batch, each in its own thread
     )
     return [
-        outcome
+        realtime.NOT_BATCHED
+        if outcome is None
+        else outcome
         if isinstance(outcome, Exception)
         else {
             "type": "message.send.result",

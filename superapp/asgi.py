@@ -23,7 +23,9 @@ gc.set_threshold(int(os.environ.get("ASGI_GC_THRESHOLD0") or 50_000), *gc.get_th
 # waited up to that long behind the busy loop. At 0.5 ms, bench/messaging_chat.py's 16 senders
 # went from 602-677 to 743-757 msg/s (same run, same code). ASGI_SWITCH_INTERVAL_MS=5 restores
 # Python's default.
-sys.setswitchinterval(float(os.environ.get("ASGI_SWITCH_INTERVAL_MS") or 0.5) / 1000)
+_switch_ms = float(os.environ.get("ASGI_SWITCH_INTERVAL_MS") or 0.5)
+if _switch_ms > 0:  # (0 or less: Python's own, as it refuses them)
+    sys.setswitchinterval(_switch_ms / 1000)
 
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()

@@ -492,6 +492,9 @@ WS_AUTHENTICATOR = "accounts.realtime.authenticate_socket"
 REALTIME_FRAME_BATCHING = env.bool("REALTIME_FRAME_BATCHING", default=True)
 REALTIME_FRAME_BATCH_MAX = env.int("REALTIME_FRAME_BATCH_MAX", default=64)
 REALTIME_FRAME_BATCH_CONCURRENCY = env.int("REALTIME_FRAME_BATCH_CONCURRENCY", default=1)
+# A batch still running after this long (a lock wait, a slow statement) no longer holds up the
+# frames that came meanwhile: they get a batch of their own beside it (ms).
+REALTIME_FRAME_BATCH_STALL_MS = env.float("REALTIME_FRAME_BATCH_STALL_MS", default=100.0)
 # Under load (a batch just ran), how long the next batch may wait for the last one's sockets to
 # send again before it starts with fewer frames (ms; 0: never waits). An idle socket never waits.
 REALTIME_FRAME_BATCH_LINGER_MS = env.float("REALTIME_FRAME_BATCH_LINGER_MS", default=2.0)

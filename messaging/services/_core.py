@@ -46,16 +46,18 @@ class Roster:
         return found
 
 
-def lock_conversations(ids: Iterable[int]) -> dict[int, Conversation]:
+def lock_conversations(ids: Iterable[int], *, skip_locked: bool = False) -> dict[int, Conversation]:
     """Lock conversation rows in ascending id order (one query; on PostgreSQL a plain statement:
-    the ORM's query building cost more than the query for a batch of sends)."""
+    the ORM's query building cost more than the query for a batch of sends). ``skip_locked``:
+    leave out, rather than wait for, the rows another transaction holds (PostgreSQL)."""
     wanted = sorted(set(ids))
     if connection.vendor != "postgresql":
         return {
             c.pk: c for c in Conversation.objects.select_for_update().filter(pk__in=wanted).order_by("pk")
         }
     with connection.cursor() as cursor:
-        rows = execute_bound(cursor, _LOCK_SQL, [wanted]).fetchall()
+        cursor.execute(_LOCK_SQL + (" SKIP LOCKED" if skip_locked else ""), [wanted])
+        rows = cursor.fetchall()
     return {row[0]: Conversation.from_db(connection.alias, None, list(row)) for row in rows}
 
 
@@ -81,7 +83,8 @@ def active_members(conversation_ids: Iterable[int]) -> dict[int, dict[int, Membe
     out: dict[int, dict[int, Member]] = {}
     if connection.vendor == "postgresql":  # a plain statement (the ORM's building cost more)
         with connection.cursor() as cursor:
-            rows = execute_bound(cursor, _MEMBERS_SQL, [sorted(set(conversation_ids))]).fetchall()
+            cursor.execute(_MEMBERS_SQL, [sorted(set(conversation_ids))])
+            rows = cursor.fetchall()
         db = connection.alias
     else:
         rows = Member.objects.filter(
@@ -298,39 +301,49 @@ class PlainMessage:
 
 def append_plain_many(
     plain: Sequence[PlainMessage], convs: dict[int, Conversation]
-) -> list[tuple[Roster, Message]]:
+) -> list[tuple[Roster, Message] | None]:
     """PostgreSQL: number and store many plain messages, in order, with a fixed number of
-    statements (members, relations, then the numbers, read marks and rows in one): what ``claim_seq``,
-    ``check_can_post`` and ``append`` do for each, for a batch. ``convs``: the conversations,
-    locked by the caller. Raises ``ApplicationError`` when any message would be refused (not a
-    member, a direct peer who cannot be written to): the caller then sends each on its own, whose
-    path says which and why. Publishing is the caller's.
+    statements (members, relations, then the numbers, read marks and rows in one): what
+    ``claim_seq``, ``check_can_post`` and ``append`` do for each, for a batch. ``convs``: the
+    conversations, locked by the caller. A message that would be refused (its sender not an
+    active member, a direct peer who is not a friend, or blocked, or gone) is not stored: None in
+    its place, for the caller to send on its own (that path says why, or allows a stranger where
+    the peer accepts them). Publishing is the caller's.
     """
     members = active_members(convs)
     rosters = {conv_id: Roster(conv, members.get(conv_id, {})) for conv_id, conv in convs.items()}
-    pairs = []
-    for m in plain:
+    peer_of: dict[int, tuple[int, int]] = {}
+    refused: set[int] = set()
+    for n, m in enumerate(plain):
         r = rosters.get(m.conversation_id)
-        if r is None or m.sender_id not in members.get(m.conversation_id, {}):
-            raise NotFound(_("No such conversation."), code="conversation_not_found")
+        if r is None or m.sender_id not in r.members:
+            refused.add(n)
+            continue
         conv = r.conversation
         if conv.kind == Conversation.Kind.DIRECT:
-            pairs.append(
-                (m.sender_id, conv.user_high_id if conv.user_low_id == m.sender_id else conv.user_low_id)
+            peer_of[n] = (
+                m.sender_id,
+                conv.user_high_id if conv.user_low_id == m.sender_id else conv.user_low_id,
             )
-    for pair, flags in account_selectors.relation_flags_many(pairs).items():
-        if flags is None or flags[1] or not flags[0]:  # the single path says which (or allows strangers)
-            check_direct_allowed(sender_id=pair[0], peer_id=pair[1])
+    flags = account_selectors.relation_flags_many(peer_of.values())
+    for n, pair in peer_of.items():
+        found = flags.get(pair)
+        if found is None or not found[0] or found[1]:  # gone, not friends, or a block: its own path
+            refused.add(n)
+    accepted = [(n, m) for n, m in enumerate(plain) if n not in refused]
+    out: list[tuple[Roster, Message] | None] = [None] * len(plain)
+    if not accepted:
+        return out
     now = timezone.now()
     seqs: list[int] = []
     marks: dict[int, int] = {}  # member pk -> the sender's last new seq there
-    for m in plain:
-        conv = rosters[m.conversation_id].conversation
-        conv.last_seq += 1
-        conv.last_message_at = now
-        seqs.append(conv.last_seq)
-        marks[members[m.conversation_id][m.sender_id].pk] = conv.last_seq
-    touched = sorted({m.conversation_id for m in plain})
+    for _n, m in accepted:
+        r = rosters[m.conversation_id]
+        r.conversation.last_seq += 1
+        r.conversation.last_message_at = now
+        seqs.append(r.conversation.last_seq)
+        marks[r.members[m.sender_id].pk] = r.conversation.last_seq
+    touched = sorted({m.conversation_id for _n, m in accepted})
     with connection.cursor() as cursor:
         inserted = execute_bound(
             cursor,
@@ -341,22 +354,21 @@ def append_plain_many(
                 "last_seqs": [rosters[c].conversation.last_seq for c in touched],
                 "member_ids": list(marks),
                 "member_seqs": list(marks.values()),
-                "conversation_ids": [m.conversation_id for m in plain],
+                "conversation_ids": [m.conversation_id for _n, m in accepted],
                 "seqs": seqs,
-                "sender_ids": [m.sender_id for m in plain],
-                "client_msg_ids": [m.client_msg_id for m in plain],
-                "kinds": [m.kind for m in plain],
-                "texts": [m.text for m in plain],
-                "contents": [json.dumps(m.body) for m in plain],
-                "documents": [content.search_document(m.text) if m.text else None for m in plain],
+                "sender_ids": [m.sender_id for _n, m in accepted],
+                "client_msg_ids": [m.client_msg_id for _n, m in accepted],
+                "kinds": [m.kind for _n, m in accepted],
+                "texts": [m.text for _n, m in accepted],
+                "contents": [json.dumps(m.body) for _n, m in accepted],
+                "documents": [content.search_document(m.text) if m.text else None for _n, m in accepted],
             },
         )
         ids = {(row[1], row[2]): row[0] for row in inserted.fetchall()}
     by_pk = {member.pk: member for r in rosters.values() for member in r.members.values()}
     for pk, seq in marks.items():  # the rosters' members as the database now has them
         by_pk[pk].last_read_seq = max(by_pk[pk].last_read_seq, seq)
-    out = []
-    for m, seq in zip(plain, seqs, strict=True):
+    for (n, m), seq in zip(accepted, seqs, strict=True):
         r = rosters[m.conversation_id]
         values = {
             "id": ids[(m.conversation_id, seq)], "conversation_id": m.conversation_id, "seq": seq,
@@ -370,7 +382,7 @@ def append_plain_many(
             [values[f.attname] if f.attname in values else f.get_default() for f in _MESSAGE_FIELDS],
         )
         msg.conversation = r.conversation
-        out.append((r, msg))
+        out[n] = (r, msg)
     return out
 
 

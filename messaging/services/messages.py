@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,13 +17,15 @@ from django.utils.translation import gettext as _
 
 from accounts import selectors as account_selectors
 from superapp.core import events as core_events
-from superapp.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ValidationFailed
+from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from superapp.core.prepared import execute_bound
 
 from .. import content, events, notifications, realtime_fanout, selectors
 from ..models import Attachment, Conversation, HiddenMessage, Member, Message
 from . import _core
 from .media import attachment_content, attachments_lock_shared
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -226,23 +229,29 @@ class _Shared:
 
 
 def message_send_many(
-    sends: Sequence[dict[str, Any]], *, languages: Sequence[str] | None = None
-) -> list[SendResult | Exception]:
+    sends: Sequence[dict[str, Any]], *, languages: Sequence[str] | None = None, defer: bool = False
+) -> list[SendResult | Exception | None]:
     """Several sends (each the keyword arguments of :func:`message_send`), from several senders,
-    with the outcome each would get from ``message_send``: its ``SendResult``, or the
-    ``ApplicationError`` it would raise. For less: the sends that pass the checks needing no
-    database are stored in one transaction, their events published by one ``publish_many`` (one
-    doorbell after the commit) and the push scheduled once, in the order of their conversations'
-    ids (the order in which sends take conversation locks elsewhere too).
+    with the outcome each would get from ``message_send``: its ``SendResult``, or the exception it
+    would raise. For less: the sends that pass the checks needing no database are stored in one
+    transaction, their events published by one ``publish_many`` (one doorbell after the commit)
+    and the push scheduled once, in the order of their conversations' ids (the order in which
+    sends take conversation locks elsewhere too).
 
-    Each is stored exactly as ``message_send`` stores it (the same ``_send``). If any of them fails
-    inside the transaction (a check, a conflict, a deadlock), the whole transaction is rolled back
-    and each is sent again on its own through ``message_send``'s path: the outcome as if they had
-    never been batched. A retry (a ``client_msg_id`` already stored, or twice in the batch) and a
-    send to a ``to_user_id`` (it may create the chat) go on their own from the start. Every
-    outcome exists only once the transaction that stored it has committed. ``languages``: each
-    send's (its errors' messages); an error that is not an ``ApplicationError`` is that send's
-    outcome too (logged), so one failure never takes the others' outcomes with it.
+    Each is stored as ``message_send`` stores it. Some go on their own through ``message_send``'s
+    path instead: a retry (a ``client_msg_id`` already stored, or twice in the batch), a send to a
+    ``to_user_id`` (it may create the chat), a plain send that a check refuses (that path says
+    which error), and, with ``defer``, a send whose conversation another transaction holds locked
+    (so that one lock wait never holds up the batch). If anything fails inside the transaction (a
+    check of a send that is not plain, a conflict, a deadlock), it is rolled back and every send
+    of it goes on its own. Every outcome exists only once the transaction that stored it has
+    committed.
+
+    ``defer``: the sends that go on their own are not sent here but left as ``None`` for the
+    caller to send through ``message_send`` (the socket consumer runs them side by side in worker
+    threads of their own; a lone send is still sent here). ``languages``: each send's (its
+    errors' messages). An error that is not an ``ApplicationError`` is that send's outcome too, so
+    one failure never takes the others' outcomes with it.
     """
     outcomes: list[SendResult | Exception | None] = [None] * len(sends)
     language = (
@@ -255,52 +264,71 @@ def message_send_many(
         try:
             with language(index):
                 checked.append((index, _checked_send(**kwargs)))
-        except ApplicationError as exc:
+        except Exception as exc:  # an ApplicationError, or this send's own bug: its outcome alone
             outcomes[index] = exc
-    stored = _stored_keys([s for _, s in checked]) if len(checked) > 1 else set()
-    together: list[tuple[int, _Send]] = []
     alone: list[tuple[int, _Send]] = []
-    keys: set[tuple[int, str]] = set()
-    for index, send in checked:
-        key = (send.sender_id, send.client_msg_id)
-        if send.conversation_id is None or key in stored or key in keys:
-            alone.append((index, send))
+    together: list[tuple[int, _Send]] = []
+    if len(checked) > 1:
+        try:
+            stored = _stored_keys([s for _, s in checked])
+        except Exception:  # cannot tell retries apart: each on its own
+            logger.warning("batched sends: looking up stored client_msg_ids failed", exc_info=True)
+            alone = list(checked)
         else:
-            keys.add(key)
-            together.append((index, send))
-    if len(together) > 1:
+            keys: set[tuple[int, str]] = set()
+            for index, send in checked:
+                key = (send.sender_id, send.client_msg_id)
+                if send.conversation_id is None or key in stored or key in keys:
+                    alone.append((index, send))
+                else:
+                    keys.add(key)
+                    together.append((index, send))
+    else:
+        alone = list(checked)
+    if len(together) == 1:
+        alone += together
+        together = []
+    if together:
         together.sort(key=lambda item: (item[1].conversation_id, item[0]))
         shared = _Shared()
         try:
             with transaction.atomic():
-                results = _send_together(together, shared)
+                results, left = _send_together(together, shared, skip_locked=defer)
                 core_events.publish_many(specs=shared.specs)
                 notifications.schedule_on_commit(sender_id=0, recipient_ids=shared.recipient_ids)
         except Exception:  # a check, a conflict, a deadlock, a bug: each tells its own outcome
+            logger.info("batched sends rolled back; sending each on its own", exc_info=True)
             alone += together  # rolled back: each on its own, as if never batched
         else:
             for index, result in results:
                 outcomes[index] = result
-    else:
-        alone += together
+            alone += left
+    if defer and len(sends) > 1:
+        return outcomes  # the ones left alone are the caller's to send
     for index, send in sorted(alone, key=lambda item: item[0]):
         try:
             with language(index):
                 outcomes[index] = _send_alone(send)
-        except ApplicationError as exc:
+        except Exception as exc:  # an ApplicationError, or this send's own failure
             outcomes[index] = exc
-        except Exception as exc:  # this send's own failure (logged by whoever reports it)
-            outcomes[index] = exc
-    assert all(outcome is not None for outcome in outcomes)
-    return outcomes  # type: ignore[return-value]
+    return outcomes
 
 
-def _send_together(together: list[tuple[int, _Send]], shared: _Shared) -> list[tuple[int, SendResult]]:
+def _send_together(
+    together: list[tuple[int, _Send]], shared: _Shared, *, skip_locked: bool
+) -> tuple[list[tuple[int, SendResult]], list[tuple[int, _Send]]]:
     """Inside the batch's transaction: every conversation locked first, in id order (as
     ``lock_conversations`` always does), then the plain messages (no reply, mention, media or
-    contact card) stored by a fixed number of statements on PostgreSQL, the others one by one."""
-    convs = _core.lock_conversations({s.conversation_id for _, s in together if s.conversation_id})
-    plain = [(i, s) for i, s in together if _is_plain(s)] if connection.vendor == "postgresql" else []
+    contact card) stored by a fixed number of statements on PostgreSQL, the others one by one.
+    Returns the results and the sends left to go on their own: refused plain ones, and with
+    ``skip_locked`` those whose conversation was locked by another transaction (or does not
+    exist: their own path says so)."""
+    convs = _core.lock_conversations(
+        {s.conversation_id for _, s in together if s.conversation_id}, skip_locked=skip_locked
+    )
+    left = [(i, s) for i, s in together if s.conversation_id not in convs] if skip_locked else []
+    here = [(i, s) for i, s in together if s.conversation_id in convs] if skip_locked else together
+    plain = [(i, s) for i, s in here if _is_plain(s)] if connection.vendor == "postgresql" else []
     results: list[tuple[int, SendResult]] = []
     if plain:
         stored = _core.append_plain_many(
@@ -317,17 +345,21 @@ def _send_together(together: list[tuple[int, _Send]], shared: _Shared) -> list[t
             ],
             {s.conversation_id: convs[s.conversation_id] for _, s in plain if s.conversation_id in convs},
         )
-        for (index, s), (r, msg) in zip(plain, stored, strict=True):
+        for (index, s), done in zip(plain, stored, strict=True):
+            if done is None:  # refused: its own path gives the error
+                left.append((index, s))
+                continue
+            r, msg = done
             shared.specs.append(_core.new_message_spec(r, msg))
             shared.recipient_ids += [u for u in r.members if u != s.sender_id]
             results.append((index, SendResult(msg, created=True)))
     plain_indexes = {index for index, _ in plain}
-    for index, s in together:
+    for index, s in here:
         if index not in plain_indexes:
             results.append(
                 (index, _send(s.sender_id, s.client_msg_id, s.draft, s.conversation_id, None, shared=shared))
             )
-    return results
+    return results, left
 
 
 def _is_plain(send: _Send) -> bool:

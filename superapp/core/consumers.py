@@ -144,6 +144,10 @@ class EventConsumer(AsyncWebsocketConsumer):
                     language=self.language,
                 )
                 reply = await FrameBatcher.of(frame["type"], batch).submit(call)
+                if reply is realtime.NOT_BATCHED:  # the batch left it to its own handler
+                    reply = await database_sync_to_async(self._run_handler, thread_sensitive=False)(
+                        handler, frame
+                    )
             else:
                 # Not thread-sensitive: handlers of different sockets run side by side in the
                 # executor's threads (each borrows a pooled connection and closes it after), instead
@@ -212,6 +216,9 @@ class EventConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=frames.dumps(content))
 
 
+_MAX_STALLED_BATCHES = 4
+
+
 class FrameBatcher:
     """The frames of one type (with a batch handler) from every socket of this process, handled in
     batches: while ``REALTIME_FRAME_BATCH_CONCURRENCY`` batches (1) run in worker threads, the
@@ -230,8 +237,9 @@ class FrameBatcher:
         self.handler = handler
         self.waiting: list[tuple[realtime.FrameCall, asyncio.Future[Any]]] = []
         self.draining: set[asyncio.Future[None]] = set()
-        # While the drain lingers: how many frames it waits for, and the future that says so.
-        self.enough: tuple[int, asyncio.Future[None]] | None = None
+        self.running_since: dict[asyncio.Future[None], float] = {}  # drains in their handler
+        # The drains lingering: how many frames each waits for, and the future that says so.
+        self.lingering: list[tuple[int, asyncio.Future[None]]] = []
 
     @classmethod
     def of(cls, frame_type: str, handler: realtime.BatchFrameHandler) -> FrameBatcher:
@@ -243,19 +251,33 @@ class FrameBatcher:
         return batcher
 
     async def submit(self, call: realtime.FrameCall) -> dict[str, Any]:
-        """The frame's reply; raises the ApplicationError the handler gave it."""
+        """The frame's reply (or ``realtime.NOT_BATCHED``); raises the exception the handler gave it."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append((call, future))
-        if self.enough is not None and len(self.waiting) >= self.enough[0] and not self.enough[1].done():
-            self.enough[1].set_result(None)
-        if len(self.draining) < max(1, settings.REALTIME_FRAME_BATCH_CONCURRENCY):
-            task = asyncio.ensure_future(self._drain())
-            self.draining.add(task)
-            task.add_done_callback(self.draining.discard)
+        for wanted, enough in self.lingering:
+            if len(self.waiting) >= wanted and not enough.done():
+                enough.set_result(None)
+        if len(self.draining) < max(1, settings.REALTIME_FRAME_BATCH_CONCURRENCY) or self._stalled():
+            # (A drain leaves the set itself, in the same step as its last look at the queue: a
+            # done-callback would run a step later, and a frame arriving in between would wait
+            # for a drain that has already stopped.)
+            self.draining.add(asyncio.ensure_future(self._drain()))
         outcome = await future
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
+
+    def _stalled(self) -> bool:
+        """Is every drain inside a batch, one of them for longer than the stall limit, and room
+        for one more? Then frames that come meanwhile get a batch of their own."""
+        if len(self.draining) >= _MAX_STALLED_BATCHES or len(self.running_since) < len(self.draining):
+            return False
+        limit = asyncio.get_running_loop().time() - settings.REALTIME_FRAME_BATCH_STALL_MS / 1000
+        return any(started <= limit for started in self.running_since.values())
+
+    def _unstall(self) -> None:
+        if self.waiting and self._stalled():
+            self.draining.add(asyncio.ensure_future(self._drain()))
 
     async def _drain(self) -> None:
         batch: list[tuple[realtime.FrameCall, asyncio.Future[Any]]] = []
@@ -268,14 +290,25 @@ class FrameBatcher:
                     # The sockets of the last batch send their next frames as soon as their replies
                     # arrive, a network round trip from now: wait that long for them (at most), so
                     # that the frame which came meanwhile is not sent alone, then they alone next.
-                    self.enough = (min(last, size), asyncio.get_running_loop().create_future())
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.enough[1], linger)
-                    self.enough = None
+                    entry = (min(last, size), asyncio.get_running_loop().create_future())
+                    self.lingering.append(entry)
+                    try:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(entry[1], linger)
+                    finally:
+                        self.lingering.remove(entry)
                     if not self.waiting:  # another batch of this process took them meanwhile
                         break
                 batch, self.waiting = self.waiting[:size], self.waiting[size:]
                 last = len(batch)
+                # A batch that takes long (a lock wait, a slow statement) must not hold up the
+                # frames that come meanwhile: after REALTIME_FRAME_BATCH_STALL_MS they get a
+                # batch of their own, beside it (at most 4 at once).
+                me = asyncio.current_task()
+                self.running_since[me] = asyncio.get_running_loop().time()  # type: ignore[index]
+                stall = asyncio.get_running_loop().call_later(
+                    settings.REALTIME_FRAME_BATCH_STALL_MS / 1000 + 0.001, self._unstall
+                )
                 try:
                     outcomes = await database_sync_to_async(self.handler, thread_sensitive=False)(
                         [call for call, _ in batch]
@@ -287,6 +320,9 @@ class FrameBatcher:
                 except Exception as exc:  # the handler broke its contract: every frame of it fails
                     logger.exception("ws frame batch failed")
                     outcomes = [exc] * len(batch)
+                finally:
+                    stall.cancel()
+                    self.running_since.pop(me, None)  # type: ignore[arg-type]
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():  # a socket that closed meanwhile no longer waits
                         future.set_result(outcome)
@@ -299,6 +335,8 @@ class FrameBatcher:
             if not isinstance(exc, Exception):
                 raise
             logger.exception("ws frame batcher failed")
+        finally:
+            self.draining.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
 async def _dispatch_loop(

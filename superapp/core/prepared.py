@@ -26,6 +26,7 @@ import functools
 import hashlib
 import re
 import sys
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -176,13 +177,21 @@ def execute_bound(cursor: CursorWrapper, sql: str, params: Mapping[str, Any] | S
     one statement): Django's psycopg 3 cursor binds client-side, quoting every element of every
     list in Python (about 3 ms for a 16-message batch's arrays), where psycopg 3's own cursor
     sends them as parameters, dumped in C. psycopg2 quotes in C anyway: Django's cursor is used.
-    Such a statement does not appear in Django's query log.
+    The statement is added to Django's query log (with its parameters left out); Django's
+    execute wrappers do not see it.
     """
     psycopg = sys.modules.get("psycopg")  # None where settings hid it (psycopg2 chosen)
     if psycopg is None or not isinstance(cursor.cursor, psycopg.ClientCursor):
         cursor.execute(sql, params)
         return cursor
-    bound = psycopg.Cursor(cursor.db.connection)
-    with cursor.db.wrap_database_errors:
+    db = cursor.db
+    db.validate_no_broken_transaction()  # as Django's cursor does before every statement
+    bound = psycopg.Cursor(db.connection)
+    started = time.monotonic()
+    with db.wrap_database_errors:
         bound.execute(sql, params)
+    if db.queries_logged:  # in Django's query log too (tests count statements, DEBUG shows them)
+        db.queries_log.append(
+            {"sql": f"{sql} /* bound parameters */", "time": f"{time.monotonic() - started:.3f}"}
+        )
     return bound

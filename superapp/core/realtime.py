@@ -74,9 +74,12 @@ class FrameCall:
 
 
 # A batch handler takes the frames of one type that several sockets sent while the previous batch
-# ran, and returns one reply per frame, in order: the reply dict, or the ApplicationError that
-# frame gets. It must give each frame the outcome the frame's own handler would have given it.
-BatchFrameHandler = Callable[[list[FrameCall]], list[dict[str, Any] | Exception]]
+# ran, and returns one outcome per frame, in order: the reply dict, the exception that frame gets
+# (an ApplicationError: an error frame), or NOT_BATCHED: the frame's own handler is to run it,
+# in a worker thread of its own outside the batch (a frame that could wait on a lock, or that a
+# rolled-back batch could not settle). Each frame must get what its own handler would give it.
+NOT_BATCHED: Any = object()
+BatchFrameHandler = Callable[[list[FrameCall]], list[Any]]
 _batch_handlers: dict[str, BatchFrameHandler] = {}
 
 

@@ -4,10 +4,11 @@ feeds it): each send gets what message_send would have given it, for one transac
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accounts import services as account_services
@@ -24,6 +25,15 @@ from .conftest import direct, group
 def _send(sender, conv, cmid, text="hi", **extra):
     return {"sender_id": sender.pk, "client_msg_id": cmid, "kind": "text", "conversation_id": conv.pk,
             "text": text, **extra}  # fmt: skip
+
+
+def _transactions(message_ids) -> int:
+    """How many transactions wrote these rows (PostgreSQL's xmin)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(DISTINCT xmin::text) FROM messaging_message WHERE id = ANY(%s)", [list(message_ids)]
+        )
+        return cursor.fetchone()[0]
 
 
 def _stream(user) -> list[tuple[int, str, dict]]:
@@ -46,9 +56,11 @@ def test_a_batch_stores_each_send_as_message_send_would_in_one_transaction(alice
         outcomes = services.message_send_many(sends)
     assert all(isinstance(o, services.SendResult) and o.created for o in outcomes), outcomes
     assert [o.message.text for o in outcomes] == ["to bob", "to alice", "to the team", "to carol", "me too"]
-    # One transaction, one publish statement for every event of the batch.
-    sql = [q["sql"] for q in queries.captured_queries]
-    assert sum(s.upper().startswith("COMMIT") or s == "COMMIT" for s in sql) <= 1
+    # One transaction (the rows share the inserting transaction's id), a fixed number of
+    # statements: stored keys, locks, members, relations, the rows, the publish.
+    assert _transactions([o.message.pk for o in outcomes]) == 1
+    sql = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(sql) <= 7, [q[:60] for q in sql]  # (the savepoints: this test's own transaction)
     # Each conversation's sequence has no gap; each stream gets its events in cursor order, one
     # message.new per message the user is a member of.
     for conv in (ab, ac, team):
@@ -255,3 +267,114 @@ async def test_without_batching_each_frame_goes_to_its_own_handler(alice, bob, s
         pass
     assert frame["type"] == "message.send.result"
     await ws.disconnect()
+
+
+@pytest.mark.django_db
+def test_a_refused_send_is_left_out_and_the_others_still_share_one_transaction(alice, bob, carol, make_user):
+    ab, ac, bc = direct(alice, bob), direct(alice, carol), direct(bob, carol)
+    not_mine = group(carol, make_user())
+    outcomes = services.message_send_many(
+        [_send(alice, ab, "a"), _send(alice, not_mine, "refused"), _send(alice, ac, "b"), _send(bob, bc, "c")]
+    )
+    assert isinstance(outcomes[1], ApplicationError) and outcomes[1].code == "conversation_not_found"
+    stored = [o.message.pk for i, o in enumerate(outcomes) if i != 1]
+    assert _transactions(stored) == 1  # the batch went on without it
+
+
+@pytest.mark.django_db
+def test_with_defer_the_sends_that_go_alone_are_left_to_the_caller(alice, bob, carol, make_user):
+    ab, ac = direct(alice, bob), direct(alice, carol)
+    account_services.block_add(user=carol, target_id=alice.pk)
+    done = services.message_send(
+        sender_id=alice.pk, client_msg_id="old", kind="text", conversation_id=ab.pk, text="x"
+    )
+    outcomes = services.message_send_many(
+        [
+            _send(alice, ab, "new"),
+            _send(alice, ab, "old", "x"),  # a retry
+            _send(alice, ac, "blocked"),  # refused: its own path says why
+            {"sender_id": alice.pk, "client_msg_id": "to", "kind": "text", "to_user_id": bob.pk, "text": "y"},
+            {"sender_id": bob.pk, "client_msg_id": "bad", "kind": "nonsense", "conversation_id": ab.pk},
+            _send(bob, ab, "new"),
+        ],
+        defer=True,
+    )
+    assert outcomes[1] is None and outcomes[2] is None and outcomes[3] is None
+    assert isinstance(outcomes[4], ApplicationError)
+    assert outcomes[0].created and outcomes[5].created
+    assert not Message.objects.filter(client_msg_id__in=["blocked", "to"]).exists()
+    assert Message.objects.filter(client_msg_id="old").get().pk == done.message.pk
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_in_one_sends_input_is_only_that_sends_outcome(alice, bob, carol):
+    ab, ac = direct(alice, bob), direct(alice, carol)
+    huge = {"latitude": 10**400, "longitude": 1.0, "name": "x"}  # valid JSON; overflows a float
+    outcomes = services.message_send_many(
+        [
+            _send(alice, ab, "fine"),
+            {**_send(alice, ac, "loc", ""), "kind": "location", "content_fields": huge},
+        ]
+    )
+    assert isinstance(outcomes[0], services.SendResult) and outcomes[0].created
+    assert isinstance(outcomes[1], ApplicationError) and outcomes[1].status_code == 400
+
+
+async def test_a_frame_submitted_right_after_a_reply_is_handled():
+    """A drain leaves the batcher in the same step as its last look at the queue: a frame that
+    arrives as a batch ends starts a new one instead of waiting for a drain that stopped."""
+    from superapp.core.consumers import FrameBatcher
+
+    batcher = FrameBatcher(lambda calls: [{"n": call.frame["n"]} for call in calls])
+
+    def call(n):
+        return realtime.FrameCall(user_id=1, session_id="s", frame={"n": n}, language="en")
+
+    assert await batcher.submit(call(1)) == {"n": 1}
+    async with asyncio.timeout(3):
+        assert await batcher.submit(call(2)) == {"n": 2}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("together", [False, True])
+async def test_a_send_waiting_for_a_lock_holds_up_no_other_conversation(alice, bob, carol, together):
+    """Another transaction (a payment, a group operation) holds alice's chat locked: alice's send
+    waits for it, and carol's send to another chat is answered meanwhile, whether alice's frame
+    was alone in its batch or batched with others."""
+    ab = await sync_to_async(direct)(alice, bob)
+    cb = await sync_to_async(direct)(carol, bob)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with transaction.atomic():
+            Conversation.objects.select_for_update().get(pk=ab.pk)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(5)
+    ws_a, ws_c, ws_b = await open_socket(alice), await open_socket(carol), await open_socket(bob)
+    try:
+        frames = [(ws_a, {"type": "message.send", "ref": "a", "conversation_id": ab.pk, "client_msg_id": "a1",
+                          "kind": "text", "text": "waits for the lock"})]  # fmt: skip
+        if together:  # bob sends in the same moment: alice's frame is in a batch of two
+            frames.append((ws_b, {"type": "message.send", "ref": "b", "conversation_id": cb.pk,
+                                  "client_msg_id": "b1", "kind": "text", "text": "beside it"}))  # fmt: skip
+        for ws, frame in frames:
+            await ws.send_json_to(frame)
+        await asyncio.sleep(0.3)
+        await ws_c.send_json_to({"type": "message.send", "ref": "c", "conversation_id": cb.pk, "client_msg_id": "c1",
+                                 "kind": "text", "text": "unrelated chat"})  # fmt: skip
+        while (frame := await ws_c.receive_json_from(timeout=2)).get("ref") != "c":
+            pass
+        assert frame["type"] == "message.send.result" and frame["created"]
+    finally:
+        release.set()
+        await asyncio.get_running_loop().run_in_executor(None, holder.join)
+    while (frame := await ws_a.receive_json_from(timeout=5)).get("ref") != "a":
+        pass
+    assert frame["type"] == "message.send.result" and frame["created"]  # once the lock was let go
+    for ws in (ws_a, ws_b, ws_c):
+        await ws.disconnect()
