@@ -491,7 +491,9 @@ WS_AUTHENTICATOR = "accounts.realtime.authenticate_socket"
 # worker-thread trip, one transaction, one publish (superapp/core/consumers.py FrameBatcher).
 REALTIME_FRAME_BATCHING = env.bool("REALTIME_FRAME_BATCHING", default=True)
 REALTIME_FRAME_BATCH_MAX = env.int("REALTIME_FRAME_BATCH_MAX", default=64)
-REALTIME_FRAME_BATCH_CONCURRENCY = env.int("REALTIME_FRAME_BATCH_CONCURRENCY", default=1)
+# Batches of one process in flight at once: while one waits on PostgreSQL, the next one's frames
+# are already being written (16 senders: 680-740 msg/s with 1, 774-876 with 2, 658-741 with 3).
+REALTIME_FRAME_BATCH_CONCURRENCY = env.int("REALTIME_FRAME_BATCH_CONCURRENCY", default=2)
 # A batch still running after this long (a lock wait, a slow statement) no longer holds up the
 # frames that came meanwhile: they get a batch of their own beside it (ms).
 REALTIME_FRAME_BATCH_STALL_MS = env.float("REALTIME_FRAME_BATCH_STALL_MS", default=100.0)

@@ -221,7 +221,7 @@ _MAX_STALLED_BATCHES = 4
 
 class FrameBatcher:
     """The frames of one type (with a batch handler) from every socket of this process, handled in
-    batches: while ``REALTIME_FRAME_BATCH_CONCURRENCY`` batches (1) run in worker threads, the
+    batches: while ``REALTIME_FRAME_BATCH_CONCURRENCY`` batches (2) run in worker threads, the
     frames that arrive wait, and the next batch takes them all (up to ``REALTIME_FRAME_BATCH_MAX``).
     An idle process handles a frame at once, alone; a busy one shares each trip to the database
     among as many frames as came meanwhile, as a database's group commit does. Each socket still
