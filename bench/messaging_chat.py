@@ -597,6 +597,7 @@ def _socket_side(seed: dict, seconds: float) -> tuple[float, int, dict[str, floa
         {"CHANNEL_LAYER_BACKEND": "pubsub"},
         app="bench.messaging_nodb:application",
         MSG_BENCH_SEED=seed_file,
+        REALTIME_FRAME_BATCHING="false",
     ) as (url, asgi):
         return asyncio.run(_throughput(url, seed["pairs"][:SENDERS], seconds, "nodb", asgi.cpu_seconds))
 

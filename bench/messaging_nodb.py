@@ -51,3 +51,6 @@ def send_without_database(*, user_id: int, session_id: str, frame: dict[str, Any
 
 
 realtime._handlers["message.send"] = send_without_database
+# (The benchmark also runs this server with REALTIME_FRAME_BATCHING=false: each frame reaches
+# this handler on its own, as the production app's frames reached theirs before batching.)
+realtime._batch_handlers.pop("message.send", None)
