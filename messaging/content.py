@@ -64,6 +64,7 @@ def _clean_text(value: Any, field_name: str, *, max_chars: int, required: bool) 
         value = ""
     if not isinstance(value, str):
         raise _bad(field_name, _("Text is required."))
+    _check_unicode(value, field_name)
     # NUL cannot be stored in PostgreSQL text; other control characters are noise.
     value = "".join(ch for ch in value if ch in "\n\t" or unicodedata.category(ch) != "Cc")
     if required and not value.strip():
@@ -96,7 +97,14 @@ def _short(value: Any, field_name: str, max_chars: int, *, required: bool = Fals
         return ""
     if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_chars:
         raise _bad(field_name, _("A text of at most %(max)d characters is required.") % {"max": max_chars})
+    _check_unicode(value, field_name)
     return value
+
+
+def _check_unicode(value: str, field_name: str) -> None:
+    """A lone surrogate (valid JSON: a bare \\ud800 escape) is no character: it cannot be stored."""
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise _bad(field_name, _("The text is not valid Unicode."))
 
 
 def check_draft(

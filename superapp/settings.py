@@ -601,6 +601,9 @@ MESSAGING_PRESENCE_REDIS_URL = env.str("MESSAGING_PRESENCE_REDIS_URL", default=R
 MESSAGING_PRESENCE_TTL = env.int("MESSAGING_PRESENCE_TTL", default=90)  # seconds; heartbeat every TTL/3
 # Offline members get one push per window ("3 new messages"), through superapp.core.push.
 MESSAGING_PUSH_ENABLED = env.bool("MESSAGING_PUSH_ENABLED", default=True)
+# A batch of WebSocket sends waits at most this long for a lock another transaction holds (a
+# conversation, a stream head, a read mark); then each of its sends goes on its own (ms).
+MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS = env.int("MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS", default=200)
 MESSAGING_PUSH_WINDOW = env.float("MESSAGING_PUSH_WINDOW", default=3.0)  # seconds
 MESSAGING_PUSH_APP_NAME = env.str("MESSAGING_PUSH_APP_NAME", default="superapp")
 CELERY_BEAT_SCHEDULE["messaging-purge-orphan-media"] = {

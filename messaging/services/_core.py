@@ -46,17 +46,16 @@ class Roster:
         return found
 
 
-def lock_conversations(ids: Iterable[int], *, skip_locked: bool = False) -> dict[int, Conversation]:
+def lock_conversations(ids: Iterable[int]) -> dict[int, Conversation]:
     """Lock conversation rows in ascending id order (one query; on PostgreSQL a plain statement:
-    the ORM's query building cost more than the query for a batch of sends). ``skip_locked``:
-    leave out, rather than wait for, the rows another transaction holds (PostgreSQL)."""
+    the ORM's query building cost more than the query for a batch of sends)."""
     wanted = sorted(set(ids))
     if connection.vendor != "postgresql":
         return {
             c.pk: c for c in Conversation.objects.select_for_update().filter(pk__in=wanted).order_by("pk")
         }
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK_SQL + (" SKIP LOCKED" if skip_locked else ""), [wanted])
+        cursor.execute(_LOCK_SQL, [wanted])
         rows = cursor.fetchall()
     return {row[0]: Conversation.from_db(connection.alias, None, list(row)) for row in rows}
 

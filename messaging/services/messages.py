@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -206,9 +206,11 @@ def _checked_send(
     return _Send(sender_id, client_msg_id, draft, conversation_id, to_user_id)
 
 
-def _send_alone(send: _Send) -> SendResult:
+def _send_alone(send: _Send, *, lock_timeout: bool = False) -> SendResult:
     try:
         with transaction.atomic():
+            if lock_timeout:  # (a lone send on a batch's thread: see message_send_many)
+                _batch_lock_timeout()
             return _send(
                 send.sender_id, send.client_msg_id, send.draft, send.conversation_id, send.to_user_id
             )
@@ -240,16 +242,16 @@ def message_send_many(
 
     Each is stored as ``message_send`` stores it. Some go on their own through ``message_send``'s
     path instead: a retry (a ``client_msg_id`` already stored, or twice in the batch), a send to a
-    ``to_user_id`` (it may create the chat), a plain send that a check refuses (that path says
-    which error), and, with ``defer``, a send whose conversation another transaction holds locked
-    (so that one lock wait never holds up the batch). If anything fails inside the transaction (a
-    check of a send that is not plain, a conflict, a deadlock), it is rolled back and every send
-    of it goes on its own. Every outcome exists only once the transaction that stored it has
-    committed.
+    ``to_user_id`` (it may create the chat), and a send that a check refuses or that fails
+    inside the batch (a plain one is left out before anything is written, another is rolled back
+    to its savepoint): that path says which error. If the batch itself fails (a conflict, a
+    deadlock, a lock wait longer than ``MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS``), it is rolled back
+    and every send of it goes on its own. Every outcome exists only once the transaction that
+    stored it has committed.
 
     ``defer``: the sends that go on their own are not sent here but left as ``None`` for the
     caller to send through ``message_send`` (the socket consumer runs them side by side in worker
-    threads of their own; a lone send is still sent here). ``languages``: each send's (its
+    threads of their own, where a lock wait holds up only them; a lone send is still sent here). ``languages``: each send's (its
     errors' messages). An error that is not an ``ApplicationError`` is that send's outcome too, so
     one failure never takes the others' outcomes with it.
     """
@@ -293,7 +295,11 @@ def message_send_many(
         shared = _Shared()
         try:
             with transaction.atomic():
-                results, left = _send_together(together, shared, skip_locked=defer)
+                # No lock wait of the batch (a conversation, a stream head, a read mark held by
+                # another transaction) lasts longer than this: past it the batch is rolled back
+                # and each send goes on its own, where only it waits.
+                _batch_lock_timeout()
+                results, left = _send_together(together, shared)
                 core_events.publish_many(specs=shared.specs)
                 notifications.schedule_on_commit(sender_id=0, recipient_ids=shared.recipient_ids)
         except Exception:  # a check, a conflict, a deadlock, a bug: each tells its own outcome
@@ -305,6 +311,21 @@ def message_send_many(
             alone += left
     if defer and len(sends) > 1:
         return outcomes  # the ones left alone are the caller's to send
+    if defer and alone:  # a lone send, on the batch's thread: it too may not wait for long
+        index, send = alone[0]
+        try:
+            with language(index):
+                outcomes[index] = _send_alone(send, lock_timeout=True)
+        except OperationalError as exc:
+            if (
+                getattr(exc.__cause__, "sqlstate", None) != "55P03"
+                and getattr(exc.__cause__, "pgcode", None) != "55P03"
+            ):
+                outcomes[index] = exc
+            # else: a lock another transaction holds: left to the caller, where only it waits
+        except Exception as exc:  # an ApplicationError, or this send's own failure
+            outcomes[index] = exc
+        return outcomes
     for index, send in sorted(alone, key=lambda item: item[0]):
         try:
             with language(index):
@@ -314,22 +335,29 @@ def message_send_many(
     return outcomes
 
 
+def _batch_lock_timeout() -> None:
+    """Inside a transaction: lock waits of its statements end after
+    ``MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS`` (lock_not_available, 55P03), on PostgreSQL."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, true)",
+                [f"{int(settings.MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS)}ms"],
+            )
+
+
 def _send_together(
-    together: list[tuple[int, _Send]], shared: _Shared, *, skip_locked: bool
+    together: list[tuple[int, _Send]], shared: _Shared
 ) -> tuple[list[tuple[int, SendResult]], list[tuple[int, _Send]]]:
     """Inside the batch's transaction: every conversation locked first, in id order (as
     ``lock_conversations`` always does), then the plain messages (no reply, mention, media or
-    contact card) stored by a fixed number of statements on PostgreSQL, the others one by one.
-    Returns the results and the sends left to go on their own: refused plain ones, and with
-    ``skip_locked`` those whose conversation was locked by another transaction (or does not
-    exist: their own path says so)."""
-    convs = _core.lock_conversations(
-        {s.conversation_id for _, s in together if s.conversation_id}, skip_locked=skip_locked
-    )
-    left = [(i, s) for i, s in together if s.conversation_id not in convs] if skip_locked else []
-    here = [(i, s) for i, s in together if s.conversation_id in convs] if skip_locked else together
-    plain = [(i, s) for i, s in here if _is_plain(s)] if connection.vendor == "postgresql" else []
+    contact card) stored by a fixed number of statements on PostgreSQL, the others one by one,
+    each in a savepoint of its own. Returns the results and the sends left to go on their own:
+    refused plain ones, and the others that failed (their own path gives the error)."""
+    convs = _core.lock_conversations({s.conversation_id for _, s in together if s.conversation_id})
+    plain = [(i, s) for i, s in together if _is_plain(s)] if connection.vendor == "postgresql" else []
     results: list[tuple[int, SendResult]] = []
+    left: list[tuple[int, _Send]] = []
     if plain:
         stored = _core.append_plain_many(
             [
@@ -354,11 +382,16 @@ def _send_together(
             shared.recipient_ids += [u for u in r.members if u != s.sender_id]
             results.append((index, SendResult(msg, created=True)))
     plain_indexes = {index for index, _ in plain}
-    for index, s in here:
-        if index not in plain_indexes:
-            results.append(
-                (index, _send(s.sender_id, s.client_msg_id, s.draft, s.conversation_id, None, shared=shared))
-            )
+    for index, s in together:
+        if index in plain_indexes:
+            continue
+        try:
+            with transaction.atomic():  # a savepoint: a refused reply or mention costs only itself
+                result = _send(s.sender_id, s.client_msg_id, s.draft, s.conversation_id, None, shared=shared)
+        except Exception:  # its own path says why (or, for a lock wait, waits alone)
+            left.append((index, s))
+        else:
+            results.append((index, result))
     return results, left
 
 

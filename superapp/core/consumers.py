@@ -19,6 +19,7 @@ Client frames: ``{"type": "...", "ref": "...", ...}``, dispatched through
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -217,6 +218,11 @@ class EventConsumer(AsyncWebsocketConsumer):
 
 
 _MAX_STALLED_BATCHES = 4
+# Batches run on threads of their own, so that frames waiting in the shared executor's threads
+# (a send left to its own handler, waiting for a lock) can never leave a batch without a thread.
+_BATCH_EXECUTOR = concurrent.futures.ThreadPoolExecutor(
+    _MAX_STALLED_BATCHES, thread_name_prefix="ws-frame-batch"
+)
 
 
 class FrameBatcher:
@@ -310,9 +316,9 @@ class FrameBatcher:
                     settings.REALTIME_FRAME_BATCH_STALL_MS / 1000 + 0.001, self._unstall
                 )
                 try:
-                    outcomes = await database_sync_to_async(self.handler, thread_sensitive=False)(
-                        [call for call, _ in batch]
-                    )
+                    outcomes = await database_sync_to_async(
+                        self.handler, thread_sensitive=False, executor=_BATCH_EXECUTOR
+                    )([call for call, _ in batch])
                     if len(outcomes) != len(batch):
                         raise RuntimeError(
                             f"a batch handler gave {len(outcomes)} replies to {len(batch)} frames"

@@ -188,10 +188,12 @@ def execute_bound(cursor: CursorWrapper, sql: str, params: Mapping[str, Any] | S
     db.validate_no_broken_transaction()  # as Django's cursor does before every statement
     bound = psycopg.Cursor(db.connection)
     started = time.monotonic()
-    with db.wrap_database_errors:
-        bound.execute(sql, params)
-    if db.queries_logged:  # in Django's query log too (tests count statements, DEBUG shows them)
-        db.queries_log.append(
-            {"sql": f"{sql} /* bound parameters */", "time": f"{time.monotonic() - started:.3f}"}
-        )
+    try:
+        with db.wrap_database_errors:
+            bound.execute(sql, params)
+    finally:  # (a failed statement is logged too, as Django's own cursor logs it)
+        if db.queries_logged:  # in Django's query log too (tests count statements, DEBUG shows them)
+            db.queries_log.append(
+                {"sql": f"{sql} /* bound parameters */", "time": f"{time.monotonic() - started:.3f}"}
+            )
     return bound
