@@ -96,6 +96,9 @@ def test_a_retry_while_the_first_is_in_flight(alice, bob, carol):
 
 
 # --- the batcher: two batches, the stall path, linger: every frame answered once, in order -------
+# (No database, but the batcher's threads close their connections around each batch, and a
+# connection an earlier test left on such a thread needs database access to be looked at.)
+@pytest.mark.django_db(transaction=True)
 async def test_batcher_stress_every_frame_answered_once(settings):
     from superapp.core.consumers import FrameBatcher
 
