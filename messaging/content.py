@@ -46,7 +46,7 @@ class Draft:
 
 
 def check_client_msg_id(value: Any) -> str:
-    if not isinstance(value, str) or not CLIENT_MSG_ID_RE.match(value):
+    if not isinstance(value, str) or not CLIENT_MSG_ID_RE.fullmatch(value):  # ("$" let "x\n" in)
         raise _bad("client_msg_id", _("client_msg_id must be 1-64 letters, digits or . _ : -"))
     return value
 

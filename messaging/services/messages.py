@@ -317,10 +317,7 @@ def message_send_many(
             with language(index):
                 outcomes[index] = _send_alone(send, lock_timeout=True)
         except OperationalError as exc:
-            if (
-                getattr(exc.__cause__, "sqlstate", None) != "55P03"
-                and getattr(exc.__cause__, "pgcode", None) != "55P03"
-            ):
+            if not _lock_timed_out(exc):
                 outcomes[index] = exc
             # else: a lock another transaction holds: left to the caller, where only it waits
         except Exception as exc:  # an ApplicationError, or this send's own failure
@@ -388,11 +385,19 @@ def _send_together(
         try:
             with transaction.atomic():  # a savepoint: a refused reply or mention costs only itself
                 result = _send(s.sender_id, s.client_msg_id, s.draft, s.conversation_id, None, shared=shared)
-        except Exception:  # its own path says why (or, for a lock wait, waits alone)
-            left.append((index, s))
+        except Exception as exc:
+            if _lock_timed_out(exc):  # the batch waits one lock timeout at most, not one per send
+                raise
+            left.append((index, s))  # its own path says why
         else:
             results.append((index, result))
     return results, left
+
+
+def _lock_timed_out(exc: BaseException) -> bool:
+    """Did a statement give up waiting for a lock (lock_not_available, 55P03)?"""
+    cause = exc.__cause__
+    return "55P03" in (getattr(cause, "sqlstate", None), getattr(cause, "pgcode", None))
 
 
 def _is_plain(send: _Send) -> bool:

@@ -378,3 +378,10 @@ async def test_a_send_waiting_for_a_lock_holds_up_no_other_conversation(alice, b
     assert frame["type"] == "message.send.result" and frame["created"]  # once the lock was let go
     for ws in (ws_a, ws_b, ws_c):
         await ws.disconnect()
+
+
+@pytest.mark.django_db
+def test_a_client_msg_id_with_a_trailing_newline_is_refused(alice, bob):
+    ab = direct(alice, bob)
+    (outcome,) = services.message_send_many([_send(alice, ab, "abc\n")])
+    assert isinstance(outcome, ApplicationError) and outcome.status_code == 400

@@ -1,0 +1,155 @@
+"""Batched sends and locks: the batch's lock timeout ends with its transaction, ends the whole
+batch at the first wait past it, and leaves a lone send to its own handler, sent once; the
+batch threads keep no connection (found by a review of the batching)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, transaction
+
+from messaging import services
+from messaging.models import Member, Message
+from superapp.core.models import UserStream
+
+from .conftest import direct, group
+from .test_send_batches import _send
+
+
+def _show_lock_timeout() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        return cursor.fetchone()[0]
+
+
+def _holder(target):
+    locked, release = threading.Event(), threading.Event()
+
+    def run():
+        try:
+            with transaction.atomic():
+                target()
+                locked.set()
+                release.wait(15)
+        finally:
+            connection.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert locked.wait(5)
+    return t, release
+
+
+# --- the lock timeout must end with the batch's transaction (same connection, later use) -----------
+@pytest.mark.django_db(transaction=True)
+def test_lock_timeout_does_not_outlive_the_batch(alice, bob, carol):
+    ab, ac, cb = direct(alice, bob), direct(alice, carol), direct(carol, bob)
+    assert _show_lock_timeout() == "0"
+    services.message_send_many(
+        [_send(alice, ab, "a"), _send(alice, ac, "b"), _send(carol, cb, "r", "re", reply_to_seq=999)],
+        defer=True,
+    )
+    assert _show_lock_timeout() == "0"
+    services.message_send_many([_send(bob, ab, "lone")], defer=True)  # the lone path
+    assert _show_lock_timeout() == "0"
+    # a batch that is rolled back (a conflict inside): still nothing left
+    services.message_send_many([_send(alice, ab, "a"), _send(bob, ab, "a2")], defer=True)
+    assert _show_lock_timeout() == "0"
+
+
+# --- a lone send on a batch thread whose recipient's stream head is held: deferred, then sent once ---
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["plain", "reply", "to_user"])
+def test_lone_send_lock_timeout_is_deferred_and_sent_once(alice, bob, kind):
+    ab = direct(alice, bob)
+    first = services.message_send(
+        sender_id=alice.pk, client_msg_id="f", kind="text", conversation_id=ab.pk, text="x"
+    )
+    t, release = _holder(lambda: list(UserStream.objects.select_for_update().filter(user_id=bob.pk)))
+    try:
+        extra = {"reply_to_seq": first.message.seq} if kind == "reply" else {}
+        send = _send(alice, ab, "lone", "hi", **extra)
+        if kind == "to_user":
+            send = {**send, "conversation_id": None, "to_user_id": bob.pk}
+        outcomes = services.message_send_many([send], defer=True)  # returns after the lock timeout
+        assert outcomes == [None], outcomes  # left to the frame's own handler
+        assert not Message.objects.filter(sender=alice, client_msg_id="lone").exists()
+    finally:
+        release.set()
+        t.join()
+    again = services.message_send(**send)
+    assert again.created
+    assert Message.objects.filter(sender=alice, client_msg_id="lone").count() == 1
+
+
+# --- non-plain sends in savepoints: each lock wait is timed out separately, and they add up --------
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_waits_at_most_one_lock_timeout(make_user, settings):
+    settings.MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS = 200
+    users = [make_user() for _ in range(6)]
+    team = group(*users)
+    seed = services.message_send(sender_id=users[0].pk, client_msg_id="seed", kind="text",
+                                 conversation_id=team.pk, text="x")  # fmt: skip
+    senders = users[1:]
+    # another transaction holds the senders' member rows (their read marks) in the group
+    t, release = _holder(
+        lambda: list(Member.objects.select_for_update().filter(conversation=team, user__in=senders))
+    )
+    from messaging.services import messages
+
+    tried: list[str] = []
+    real_send = messages._send
+
+    def counting(sender_id, client_msg_id, *args, **kwargs):
+        if kwargs.get("shared") is not None:
+            tried.append(client_msg_id)
+        return real_send(sender_id, client_msg_id, *args, **kwargs)
+
+    settings_patch = pytest.MonkeyPatch()
+    settings_patch.setattr(messages, "_send", counting)
+    try:
+        outcomes = services.message_send_many(
+            [_send(u, team, f"r{k}", "re", reply_to_seq=seed.message.seq) for k, u in enumerate(senders)],
+            defer=True,
+        )
+    finally:
+        settings_patch.undo()
+        release.set()
+        t.join()
+    assert outcomes == [None] * len(senders)  # all left to their own handlers
+    # The first lock wait past the timeout ended the batch: no second send waited in it.
+    assert tried == ["r0"], tried
+
+
+# --- the batch executor's threads: no connection left open after a batch -------------------------
+@pytest.mark.django_db(transaction=True)
+async def test_batch_threads_close_their_connections(alice, bob, carol):
+    from channels.db import database_sync_to_async
+
+    from messaging.realtime import handle_send_batch
+    from superapp.core import realtime
+    from superapp.core.consumers import _BATCH_EXECUTOR
+
+    ab = await database_sync_to_async(direct)(alice, bob)
+    cb = await database_sync_to_async(direct)(carol, bob)
+    calls = [
+        realtime.FrameCall(user_id=alice.pk, session_id="s", frame=_send(alice, ab, "x1"), language="en"),
+        realtime.FrameCall(user_id=carol.pk, session_id="s", frame=_send(carol, cb, "x2"), language="en"),
+    ]
+    for _ in range(4):
+        out = await database_sync_to_async(
+            handle_send_batch, thread_sensitive=False, executor=_BATCH_EXECUTOR
+        )(calls)
+        assert len(out) == 2
+
+    def open_here():
+        from django.db import connections
+
+        return [c.alias for c in connections.all(initialized_only=True) if c.connection is not None]
+
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    left = [await loop.run_in_executor(_BATCH_EXECUTOR, open_here) for _ in range(8)]
+    assert left == [[]] * 8, left
