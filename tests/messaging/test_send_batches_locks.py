@@ -1,6 +1,6 @@
 """Batched sends and locks: the batch's lock timeout ends with its transaction, ends the whole
-batch at the first wait past it, and leaves a lone send to its own handler, sent once; the
-batch threads keep no connection (found by a review of the batching)."""
+batch at the first wait past it, and leaves a lone send to its own handler, sent once (found by
+a review of the batching)."""
 
 from __future__ import annotations
 
@@ -120,36 +120,3 @@ def test_a_batch_waits_at_most_one_lock_timeout(make_user, settings):
     assert outcomes == [None] * len(senders)  # all left to their own handlers
     # The first lock wait past the timeout ended the batch: no second send waited in it.
     assert tried == ["r0"], tried
-
-
-# --- the batch executor's threads: no connection left open after a batch -------------------------
-@pytest.mark.django_db(transaction=True)
-async def test_batch_threads_close_their_connections(alice, bob, carol):
-    from channels.db import database_sync_to_async
-
-    from messaging.realtime import handle_send_batch
-    from superapp.core import realtime
-    from superapp.core.consumers import _BATCH_EXECUTOR
-
-    ab = await database_sync_to_async(direct)(alice, bob)
-    cb = await database_sync_to_async(direct)(carol, bob)
-    calls = [
-        realtime.FrameCall(user_id=alice.pk, session_id="s", frame=_send(alice, ab, "x1"), language="en"),
-        realtime.FrameCall(user_id=carol.pk, session_id="s", frame=_send(carol, cb, "x2"), language="en"),
-    ]
-    for _ in range(4):
-        out = await database_sync_to_async(
-            handle_send_batch, thread_sensitive=False, executor=_BATCH_EXECUTOR
-        )(calls)
-        assert len(out) == 2
-
-    def open_here():
-        from django.db import connections
-
-        return [c.alias for c in connections.all(initialized_only=True) if c.connection is not None]
-
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    left = [await loop.run_in_executor(_BATCH_EXECUTOR, open_here) for _ in range(8)]
-    assert left == [[]] * 8, left
