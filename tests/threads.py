@@ -3,6 +3,7 @@ that race real services against each other on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import time
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,47 @@ def run_together(jobs: Sequence[Callable[[], Any]], *, timeout: float = 120, bar
     if stuck:
         raise AssertionError(f"jobs {stuck} of {count} still running after {timeout}s")
     return Outcome(results=results, errors=errors)
+
+
+class HeldLocks:
+    """Another transaction, in a thread (and connection) of its own, holding the row locks that
+    ``lock()`` takes until :meth:`release`: a payment, a group operation, another batch, as the
+    code under test meets them. Started by :func:`hold_locks`."""
+
+    def __init__(self, lock: Callable[[], Any], *, timeout: float = 30) -> None:
+        self._locked, self._release = threading.Event(), threading.Event()
+        self._errors: list[BaseException] = []
+        self._timeout = timeout
+
+        def run() -> None:
+            try:
+                with transaction.atomic():
+                    lock()
+                    self._locked.set()
+                    self._release.wait(timeout)
+            except BaseException as exc:  # reported by hold_locks
+                self._errors.append(exc)
+                self._locked.set()
+            finally:
+                connection.close()
+
+        self._thread = threading.Thread(target=run, name="held-locks", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Commit the holding transaction and wait for its thread."""
+        self._release.set()
+        self._thread.join(self._timeout)
+        assert not self._thread.is_alive(), "the lock holder did not finish"
+
+    async def arelease(self) -> None:
+        """:meth:`release` from an async test (the join runs off the event loop)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.release)
+
+
+def hold_locks(lock: Callable[[], Any], *, timeout: float = 30) -> HeldLocks:
+    """Take the locks ``lock()`` takes in another transaction and hold them (returns once held)."""
+    held = HeldLocks(lock, timeout=timeout)
+    assert held._locked.wait(10), "the lock holder never took its locks"
+    assert not held._errors, held._errors
+    return held

@@ -4,11 +4,10 @@ feeds it): each send gets what message_send would have given it, for one transac
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts import services as account_services
@@ -18,6 +17,7 @@ from superapp.core import realtime
 from superapp.core.errors import ApplicationError
 from superapp.core.models import Event
 from tests.core.test_realtime import next_event, open_socket
+from tests.threads import hold_locks
 
 from .conftest import direct, group
 
@@ -343,18 +343,7 @@ async def test_a_send_waiting_for_a_lock_holds_up_no_other_conversation(alice, b
     was alone in its batch or batched with others."""
     ab = await sync_to_async(direct)(alice, bob)
     cb = await sync_to_async(direct)(carol, bob)
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with transaction.atomic():
-            Conversation.objects.select_for_update().get(pk=ab.pk)
-            locked.set()
-            release.wait(10)
-        connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert locked.wait(5)
+    held = await sync_to_async(hold_locks)(lambda: Conversation.objects.select_for_update().get(pk=ab.pk))
     ws_a, ws_c, ws_b = await open_socket(alice), await open_socket(carol), await open_socket(bob)
     try:
         frames = [(ws_a, {"type": "message.send", "ref": "a", "conversation_id": ab.pk, "client_msg_id": "a1",
@@ -371,8 +360,7 @@ async def test_a_send_waiting_for_a_lock_holds_up_no_other_conversation(alice, b
             pass
         assert frame["type"] == "message.send.result" and frame["created"]
     finally:
-        release.set()
-        await asyncio.get_running_loop().run_in_executor(None, holder.join)
+        await held.arelease()
     while (frame := await ws_a.receive_json_from(timeout=5)).get("ref") != "a":
         pass
     assert frame["type"] == "message.send.result" and frame["created"]  # once the lock was let go

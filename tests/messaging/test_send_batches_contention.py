@@ -9,13 +9,13 @@ import threading
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
-from django.db import connection, transaction
 
 from messaging import services
 from messaging.models import Conversation
 from superapp.core import realtime
 from superapp.core.models import UserStream
 from tests.core.test_realtime import open_socket
+from tests.threads import hold_locks
 
 from .conftest import direct, group
 from .test_send_batches import _send, _transactions
@@ -59,22 +59,15 @@ def test_refused_between_accepted_keeps_consecutive_seqs(alice, bob, carol, make
 @pytest.mark.django_db(transaction=True)
 def test_a_retry_while_the_first_is_in_flight(alice, bob, carol):
     ab, cb = direct(alice, bob), direct(carol, bob)
-    inside, release, first = threading.Event(), threading.Event(), {}
-
-    def first_send() -> None:  # the first copy, stored but not committed (another batch in flight)
-        try:
-            with transaction.atomic():
-                first["r"] = services.message_send(
-                    sender_id=alice.pk, client_msg_id="dup", kind="text", conversation_id=ab.pk, text="x"
-                )
-                inside.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    t = threading.Thread(target=first_send)
-    t.start()
-    assert inside.wait(5)
+    first: dict = {}
+    # The first copy, stored but not committed (another batch in flight).
+    held = hold_locks(
+        lambda: first.update(
+            r=services.message_send(
+                sender_id=alice.pk, client_msg_id="dup", kind="text", conversation_id=ab.pk, text="x"
+            )
+        )
+    )
     try:
         outcomes = services.message_send_many(
             [_send(alice, ab, "dup", "x"), _send(carol, cb, "other")], defer=True
@@ -83,8 +76,7 @@ def test_a_retry_while_the_first_is_in_flight(alice, bob, carol):
         # sends to the caller (the socket consumer sends each on its own).
         assert outcomes == [None, None]
     finally:
-        release.set()
-        t.join()
+        held.release()
     again = services.message_send(
         sender_id=alice.pk, client_msg_id="dup", kind="text", conversation_id=ab.pk, text="x"
     )
@@ -156,18 +148,7 @@ async def test_deferred_sends_waiting_on_a_lock_do_not_stall_other_chats(
     users = [await sync_to_async(make_user)() for _ in range(8)]
     team = await sync_to_async(group)(users[0], *users[1:])
     cb = await sync_to_async(direct)(carol, bob)
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with transaction.atomic():
-            Conversation.objects.select_for_update().get(pk=team.pk)
-            locked.set()
-            release.wait(15)
-        connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert locked.wait(5)
+    held = await sync_to_async(hold_locks)(lambda: Conversation.objects.select_for_update().get(pk=team.pk))
     sockets = [await open_socket(u) for u in users]
     ws_c = await open_socket(carol)
     try:
@@ -181,8 +162,7 @@ async def test_deferred_sends_waiting_on_a_lock_do_not_stall_other_chats(
             pass
         assert frame["type"] == "message.send.result" and frame["created"]
     finally:
-        release.set()
-        await asyncio.get_running_loop().run_in_executor(None, holder.join)
+        await held.arelease()
         for k, ws in enumerate(sockets):
             while (frame := await ws.receive_json_from(timeout=10)).get("ref") != f"t{k}":
                 pass
@@ -202,18 +182,9 @@ async def test_a_held_stream_head_stalls_only_the_sends_to_its_user(
     senders = [await sync_to_async(make_user)() for _ in range(5)]
     chats = [await sync_to_async(direct)(s, victim) for s in senders]
     cb = await sync_to_async(direct)(carol, bob)
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with transaction.atomic():
-            list(UserStream.objects.select_for_update().filter(user_id=victim.pk))
-            locked.set()
-            release.wait(15)
-        connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert locked.wait(5)
+    held = await sync_to_async(hold_locks)(
+        lambda: list(UserStream.objects.select_for_update().filter(user_id=victim.pk))
+    )
     sockets = [await open_socket(u) for u in senders]
     ws_c = await open_socket(carol)
     try:
@@ -227,8 +198,7 @@ async def test_a_held_stream_head_stalls_only_the_sends_to_its_user(
             pass
         assert frame["type"] == "message.send.result" and frame["created"]
     finally:
-        release.set()
-        await asyncio.get_running_loop().run_in_executor(None, holder.join)
+        await held.arelease()
         for k, ws in enumerate(sockets):
             while (frame := await ws.receive_json_from(timeout=10)).get("ref") != f"t{k}":
                 pass

@@ -4,14 +4,13 @@ a review of the batching)."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from messaging import services
 from messaging.models import Member, Message
 from superapp.core.models import UserStream
+from tests.threads import hold_locks
 
 from .conftest import direct, group
 from .test_send_batches import _send
@@ -21,24 +20,6 @@ def _show_lock_timeout() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SHOW lock_timeout")
         return cursor.fetchone()[0]
-
-
-def _holder(target):
-    locked, release = threading.Event(), threading.Event()
-
-    def run():
-        try:
-            with transaction.atomic():
-                target()
-                locked.set()
-                release.wait(15)
-        finally:
-            connection.close()
-
-    t = threading.Thread(target=run)
-    t.start()
-    assert locked.wait(5)
-    return t, release
 
 
 # --- the lock timeout must end with the batch's transaction (same connection, later use) -----------
@@ -66,7 +47,7 @@ def test_lone_send_lock_timeout_is_deferred_and_sent_once(alice, bob, kind):
     first = services.message_send(
         sender_id=alice.pk, client_msg_id="f", kind="text", conversation_id=ab.pk, text="x"
     )
-    t, release = _holder(lambda: list(UserStream.objects.select_for_update().filter(user_id=bob.pk)))
+    held = hold_locks(lambda: list(UserStream.objects.select_for_update().filter(user_id=bob.pk)))
     try:
         extra = {"reply_to_seq": first.message.seq} if kind == "reply" else {}
         send = _send(alice, ab, "lone", "hi", **extra)
@@ -76,8 +57,7 @@ def test_lone_send_lock_timeout_is_deferred_and_sent_once(alice, bob, kind):
         assert outcomes == [None], outcomes  # left to the frame's own handler
         assert not Message.objects.filter(sender=alice, client_msg_id="lone").exists()
     finally:
-        release.set()
-        t.join()
+        held.release()
     again = services.message_send(**send)
     assert again.created
     assert Message.objects.filter(sender=alice, client_msg_id="lone").count() == 1
@@ -93,7 +73,7 @@ def test_a_batch_waits_at_most_one_lock_timeout(make_user, settings):
                                  conversation_id=team.pk, text="x")  # fmt: skip
     senders = users[1:]
     # another transaction holds the senders' member rows (their read marks) in the group
-    t, release = _holder(
+    held = hold_locks(
         lambda: list(Member.objects.select_for_update().filter(conversation=team, user__in=senders))
     )
     from messaging.services import messages
@@ -115,8 +95,7 @@ def test_a_batch_waits_at_most_one_lock_timeout(make_user, settings):
         )
     finally:
         settings_patch.undo()
-        release.set()
-        t.join()
+        held.release()
     assert outcomes == [None] * len(senders)  # all left to their own handlers
     # The first lock wait past the timeout ended the batch: no second send waited in it.
     assert tried == ["r0"], tried
