@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
@@ -95,15 +95,28 @@ def relation_flags(*, user_id: int, other_id: int) -> tuple[bool, bool] | None:
 
 def relation_flags_many(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], tuple[bool, bool] | None]:
     """:func:`relation_flags` for many ``(user_id, other_id)`` pairs in one query (PostgreSQL)."""
+    return relation_flags_many_later(pairs)()
+
+
+def relation_flags_many_later(
+    pairs: Iterable[tuple[int, int]],
+) -> Callable[[], dict[tuple[int, int], tuple[bool, bool] | None]]:
+    """:func:`relation_flags_many` in two halves, for ``superapp.core.prepared.pipeline()``: the
+    query is executed now, the function returned reads its answer (call it after the block)."""
     pairs = list(dict.fromkeys(pairs))
     if not pairs:
-        return {}
-    with connection.cursor() as cursor:
-        rows = execute_bound(
-            cursor, _RELATION_MANY_SQL, [[p[0] for p in pairs], [p[1] for p in pairs]]
-        ).fetchall()
-        found = {(row[0], row[1]): (bool(row[2]), bool(row[3])) for row in rows}
-    return {pair: found.get(pair) for pair in pairs}
+        return dict
+    cursor = connection.cursor()  # open until read
+    bound = execute_bound(cursor, _RELATION_MANY_SQL, [[p[0] for p in pairs], [p[1] for p in pairs]])
+
+    def read() -> dict[tuple[int, int], tuple[bool, bool] | None]:
+        try:
+            found = {(row[0], row[1]): (bool(row[2]), bool(row[3])) for row in bound.fetchall()}
+        finally:
+            cursor.close()
+        return {pair: found.get(pair) for pair in pairs}
+
+    return read
 
 
 _RELATION_MANY_SQL = (  # the models' own table names

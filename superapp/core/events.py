@@ -138,7 +138,32 @@ def _int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, map(int, values))) + "}"
 
 
+def publish_many_later(*, specs: Sequence[EventSpec]) -> Callable[[], list[Event]]:
+    """:func:`publish_many` in two halves, for ``prepared.pipeline()``: the statement is executed
+    now, and the function returned reads its result (and schedules the doorbell); call it after
+    the pipeline block, inside the same transaction. Elsewhere than PostgreSQL everything is done
+    now and the function only returns the events."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("publish() must be called inside transaction.atomic()")
+    if connection.vendor != "postgresql":
+        done = publish_many(specs=specs)
+        return lambda: done
+    finish = _publish_postgresql_start(specs)
+
+    def later() -> list[Event]:
+        rows = finish()
+        if rows:
+            transaction.on_commit(_doorbell(rows))
+        return rows
+
+    return later
+
+
 def _publish_postgresql(specs: Sequence[EventSpec]) -> list[Event]:
+    return _publish_postgresql_start(specs)()
+
+
+def _publish_postgresql_start(specs: Sequence[EventSpec]) -> Callable[[], list[Event]]:
     encoder = Event._meta.get_field("data").encoder
     types: list[str] = []
     blobs: list[str] = []
@@ -151,10 +176,11 @@ def _publish_postgresql(specs: Sequence[EventSpec]) -> list[Event]:
             k = counts[uid] = counts.get(uid, 0) + 1
             rows.append((uid, number, k))
     if not rows:
-        return []
+        return lambda: []
     now = timezone.now()
 
-    def run(users: list[int]) -> dict[int, int]:
+    def run(users: list[int]) -> Any:
+        """Executes the statement for ``users``; returns the cursor to read the heads from."""
         wanted = set(users)
         mine = [row for row in rows if row[0] in wanted] if len(wanted) < len(counts) else rows
         params = {
@@ -167,17 +193,30 @@ def _publish_postgresql(specs: Sequence[EventSpec]) -> list[Event]:
             "row_specs": _int_array(r[1] for r in mine),
             "row_ks": _int_array(r[2] for r in mine),
         }
-        with connection.cursor() as cursor:
-            _PUBLISH.execute(cursor, params)
+        cursor = connection.cursor()  # open until read (a pipeline returns its rows later)
+        _PUBLISH.execute(cursor, params)
+        return cursor
+
+    def heads_of(cursor: Any) -> dict[int, int]:
+        try:
             return dict(cursor.fetchall())
+        finally:
+            cursor.close()
 
     users = sorted(counts)
-    heads = run(users)
-    missing = [uid for uid in users if uid not in heads]
-    if missing:  # a user's first event ever: make the head, then publish theirs
-        UserStream.objects.bulk_create([UserStream(user_id=uid) for uid in missing], ignore_conflicts=True)
-        heads.update(run(missing))
-    return [_event(uid, heads[uid] + k, specs[number - 1], now) for uid, number, k in rows]
+    pending = run(users)
+
+    def finish() -> list[Event]:
+        heads = heads_of(pending)
+        missing = [uid for uid in users if uid not in heads]
+        if missing:  # a user's first event ever: make the head, then publish theirs
+            UserStream.objects.bulk_create(
+                [UserStream(user_id=uid) for uid in missing], ignore_conflicts=True
+            )
+            heads.update(heads_of(run(missing)))
+        return [_event(uid, heads[uid] + k, specs[number - 1], now) for uid, number, k in rows]
+
+    return finish
 
 
 def _event(user_id: int, seq: int, spec: EventSpec, created_at: datetime) -> Event:

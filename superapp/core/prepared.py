@@ -22,13 +22,14 @@ that runs ``DISCARD ALL`` between clients, set ``DB_PREPARED_STATEMENTS=false``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
 import sys
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -178,7 +179,10 @@ def execute_bound(cursor: CursorWrapper, sql: str, params: Mapping[str, Any] | S
     list in Python (about 3 ms for a 16-message batch's arrays), where psycopg 3's own cursor
     sends them as parameters, dumped in C. psycopg2 quotes in C anyway: Django's cursor is used.
     The statement is added to Django's query log (with its parameters left out); Django's
-    execute wrappers do not see it.
+    execute wrappers do not see it. Not prepared: SQL ``EXECUTE`` takes no bound parameters, and
+    psycopg's own preparing is off on Django's connections (``prepare_threshold=None``; turned on,
+    psycopg sends ``DEALLOCATE ALL`` at every rollback, which would drop the statements of
+    :class:`PreparedStatement` too).
     """
     psycopg = sys.modules.get("psycopg")  # None where settings hid it (psycopg2 chosen)
     if psycopg is None or not isinstance(cursor.cursor, psycopg.ClientCursor):
@@ -197,3 +201,30 @@ def execute_bound(cursor: CursorWrapper, sql: str, params: Mapping[str, Any] | S
                 {"sql": f"{sql} /* bound parameters */", "time": f"{time.monotonic() - started:.3f}"}
             )
     return bound
+
+
+@contextlib.contextmanager
+def pipeline(db: Any = None) -> Iterator[None]:
+    """Statements executed inside this block go to PostgreSQL together: psycopg 3's pipeline mode,
+    one round trip for all of them instead of one each (on a busy 2-core host a round trip costs
+    ~1 ms of waiting, whatever the statement: BENCHMARKS.md "Messaging"). Each is still a
+    statement of its own, run in order, with its own snapshot (under READ COMMITTED a statement
+    sees what committed before it started, e.g. while an earlier one of the block waited for a
+    lock). Read results only after the block: a fetch inside it waits for everything queued so
+    far (still correct, only one more round trip). Cursors must stay open until fetched.
+
+    A failing statement fails the block (the first error, as a Django ``DatabaseError``; the
+    statements after it are not run) and, inside a transaction, the transaction. With psycopg2 or
+    another database the statements simply run one by one as they are executed.
+    """
+    from django.db import connection
+
+    db = db or connection
+    psycopg = sys.modules.get("psycopg")
+    db.ensure_connection()
+    raw = db.connection
+    if psycopg is None or not isinstance(raw, psycopg.Connection):
+        yield
+        return
+    with db.wrap_database_errors, raw.pipeline():
+        yield

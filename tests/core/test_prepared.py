@@ -154,3 +154,66 @@ def test_on_where_connections_outlive_a_request(tmp_path, env, on):
     assert enabled is on
     assert options.startswith("-c search_path=public")  # the URL's own options are kept
     assert ("plan_cache_mode=force_generic_plan" in options) is on
+
+
+def _pipelining() -> bool:
+    """Is the driver psycopg 3 (whose pipeline mode ``prepared.pipeline`` uses)?"""
+    import sys
+
+    psycopg = sys.modules.get("psycopg")
+    connection.ensure_connection()
+    return psycopg is not None and isinstance(connection.connection, psycopg.Connection)
+
+
+def test_a_pipeline_runs_each_statement_with_its_own_snapshot(table):
+    """What the batched sends rely on: a statement queued after one that waits for a lock sees
+    what the lock holder committed (its snapshot is taken when it starts, not when the block
+    was sent), so locking a row and then reading what its lock protects stays right."""
+    from tests.threads import hold_locks
+
+    def lock_one_and_rename_two():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM test_prepared_t WHERE id = 1 FOR UPDATE")
+            cursor.execute("UPDATE test_prepared_t SET label = 'renamed' WHERE id = 2")
+
+    held = hold_locks(lock_one_and_rename_two)
+    import threading
+
+    threading.Timer(0.3, held.release).start()  # commits while the pipeline waits for row 1
+    with transaction.atomic(), prepared.pipeline():
+        first = connection.cursor()
+        first.execute("SELECT id FROM test_prepared_t WHERE id = 1 FOR UPDATE")
+        second = connection.cursor()
+        second.execute("SELECT label FROM test_prepared_t WHERE id = 2")
+    assert first.fetchall() == [(1,)]
+    assert second.fetchall() == [("renamed",)]
+
+
+def test_a_failing_statement_fails_the_pipeline_and_the_rest_does_not_run(table):
+    with (
+        pytest.raises(DatabaseError),
+        transaction.atomic(),
+        prepared.pipeline(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("UPDATE test_prepared_t SET label = 'x' WHERE id = 1")
+        cursor.execute("SELECT 1 / 0")
+        cursor.execute("UPDATE test_prepared_t SET label = 'y' WHERE id = 2")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT label FROM test_prepared_t ORDER BY id")
+        assert cursor.fetchall() == [("one",), ("two",)]  # rolled back, the third never ran
+
+
+def test_a_pipeline_is_one_round_trip_under_psycopg_3(table):
+    from tests.pgwire import RoundTrips
+
+    with RoundTrips() as trips, trips.django_connection():
+        pipelining = _pipelining()
+        trips.reset()
+        with prepared.pipeline():
+            cursors = [connection.cursor() for _ in range(3)]
+            for n, cursor in enumerate(cursors, start=1):
+                cursor.execute("SELECT label FROM test_prepared_t WHERE id = %s", [n])
+        counted = trips.count
+        assert [c.fetchall() for c in cursors] == [[("one",)], [("two",)], []]
+    assert counted == (1 if pipelining else 3)  # psycopg2: one statement, one round trip
