@@ -8,7 +8,7 @@ commits or sends: the caller is a public service inside ``transaction.atomic``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,15 +49,29 @@ class Roster:
 def lock_conversations(ids: Iterable[int]) -> dict[int, Conversation]:
     """Lock conversation rows in ascending id order (one query; on PostgreSQL a plain statement:
     the ORM's query building cost more than the query for a batch of sends)."""
+    return lock_conversations_later(ids)()
+
+
+def lock_conversations_later(ids: Iterable[int]) -> Callable[[], dict[int, Conversation]]:
+    """:func:`lock_conversations` in two halves, for ``prepared.pipeline()``: the statement is
+    executed now, the function returned reads the rows (call it after the block)."""
     wanted = sorted(set(ids))
     if connection.vendor != "postgresql":
-        return {
+        found = {
             c.pk: c for c in Conversation.objects.select_for_update().filter(pk__in=wanted).order_by("pk")
         }
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCK_SQL, [wanted])
-        rows = cursor.fetchall()
-    return {row[0]: Conversation.from_db(connection.alias, None, list(row)) for row in rows}
+        return lambda: found
+    cursor = connection.cursor()  # open until read
+    result = execute_bound(cursor, _LOCK_SQL, [wanted])
+
+    def read() -> dict[int, Conversation]:
+        try:
+            rows = result.fetchall()
+        finally:
+            cursor.close()
+        return {row[0]: Conversation.from_db(connection.alias, None, list(row)) for row in rows}
+
+    return read
 
 
 _ROSTER_FIELDS = (
@@ -79,17 +93,33 @@ def active_members(conversation_ids: Iterable[int]) -> dict[int, dict[int, Membe
     ``.only()``: another field is fetched when read), built from value tuples without
     ``Model.__init__``, which cost ~30 us a row: 15 ms of CPU for each message to a 500-member
     group, more than the SQL."""
-    out: dict[int, dict[int, Member]] = {}
-    if connection.vendor == "postgresql":  # a plain statement (the ORM's building cost more)
-        with connection.cursor() as cursor:
-            cursor.execute(_MEMBERS_SQL, [sorted(set(conversation_ids))])
-            rows = cursor.fetchall()
-        db = connection.alias
-    else:
+    return active_members_later(conversation_ids)()
+
+
+def active_members_later(conversation_ids: Iterable[int]) -> Callable[[], dict[int, dict[int, Member]]]:
+    """:func:`active_members` in two halves, for ``prepared.pipeline()``: the query is executed
+    now, the function returned reads it (call it after the block)."""
+    if connection.vendor != "postgresql":
         rows = Member.objects.filter(
             conversation_id__in=list(conversation_ids), left_at__isnull=True
         ).values_list(*_ROSTER_FIELDS)
-        db = rows.db
+        found = _members_of(list(rows), rows.db)
+        return lambda: found
+    cursor = connection.cursor()  # a plain statement (the ORM's building cost more); open until read
+    result = execute_bound(cursor, _MEMBERS_SQL, [sorted(set(conversation_ids))])
+
+    def read() -> dict[int, dict[int, Member]]:
+        try:
+            rows = result.fetchall()
+        finally:
+            cursor.close()
+        return _members_of(rows, connection.alias)
+
+    return read
+
+
+def _members_of(rows: Sequence[Sequence[Any]], db: str) -> dict[int, dict[int, Member]]:
+    out: dict[int, dict[int, Member]] = {}
     new = Member.__new__
     for row in rows:
         m = new(Member)
@@ -262,7 +292,8 @@ def _insert_postgresql(
 
 
 # A batch's numbers, its senders' read marks and its rows, in one statement (data-modifying CTEs
-# all run, whatever the final SELECT reads).
+# all run, whatever the final SELECT reads). The rows' ids were taken beforehand
+# (``_NEXT_IDS_SQL``), so that their events can be written before this statement has answered.
 _APPEND_MANY_SQL = """
 WITH numbers AS (
     UPDATE messaging_conversation c SET last_seq = v.last_seq, last_message_at = %(now)s
@@ -274,16 +305,27 @@ WITH numbers AS (
      WHERE m.id = v.id
 )
 INSERT INTO messaging_message
-    (conversation_id, seq, sender_id, client_msg_id, kind, text, content, reply_to_id, mentions,
+    (id, conversation_id, seq, sender_id, client_msg_id, kind, text, content, reply_to_id, mentions,
      mention_all, forwarded, created_at, search)
-SELECT v.conversation_id, v.seq, v.sender_id, v.client_msg_id, v.kind, v.text, v.content::jsonb, NULL,
-       '[]'::jsonb, false, false, %(now)s, to_tsvector('simple'::regconfig, v.document)
-  FROM unnest(%(conversation_ids)s::bigint[], %(seqs)s::bigint[], %(sender_ids)s::bigint[],
-              %(client_msg_ids)s::text[], %(kinds)s::text[], %(texts)s::text[], %(contents)s::text[],
-              %(documents)s::text[])
-       AS v(conversation_id, seq, sender_id, client_msg_id, kind, text, content, document)
-RETURNING id, conversation_id, seq
+SELECT v.id, v.conversation_id, v.seq, v.sender_id, v.client_msg_id, v.kind, v.text, v.content::jsonb,
+       NULL, '[]'::jsonb, false, false, %(now)s, to_tsvector('simple'::regconfig, v.document)
+  FROM unnest(%(message_ids)s::bigint[], %(conversation_ids)s::bigint[], %(seqs)s::bigint[],
+              %(sender_ids)s::bigint[], %(client_msg_ids)s::text[], %(kinds)s::text[], %(texts)s::text[],
+              %(contents)s::text[], %(documents)s::text[])
+       AS v(id, conversation_id, seq, sender_id, client_msg_id, kind, text, content, document)
 """
+# n new message ids (the column's identity sequence; an id taken and not used is a harmless gap).
+_NEXT_IDS_SQL = (
+    f"SELECT nextval(pg_get_serial_sequence('{Message._meta.db_table}', 'id')) FROM generate_series(1, %s)"  # noqa: S608
+)
+
+# What never changes about a conversation, as last seen by this process: its id -> the pair
+# (user_low_id, user_high_id) of a direct chat, None for a group. Lets a batch ask for its direct
+# peers' relations in the same round trip as the conversations' locks; each guess is checked
+# against the locked row, and a wrong or missing one costs one more query, never a wrong answer
+# (tests reuse ids across flushed databases).
+_PAIRS: dict[int, tuple[int, int] | None] = {}
+_PAIRS_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -298,91 +340,131 @@ class PlainMessage:
     body: dict[str, Any]
 
 
-def append_plain_many(
-    plain: Sequence[PlainMessage], convs: dict[int, Conversation]
-) -> list[tuple[Roster, Message] | None]:
-    """PostgreSQL: number and store many plain messages, in order, with a fixed number of
-    statements (members, relations, then the numbers, read marks and rows in one): what
-    ``claim_seq``, ``check_can_post`` and ``append`` do for each, for a batch. ``convs``: the
-    conversations, locked by the caller. A message that would be refused (its sender not an
-    active member, a direct peer who is not a friend, or blocked, or gone) is not stored: None in
-    its place, for the caller to send on its own (that path says why, or allows a stranger where
-    the peer accepts them). Publishing is the caller's.
+def _peer(pair: tuple[int, int] | None, sender_id: int) -> tuple[int, int] | None:
+    """(sender, the other member) of a direct chat's pair, or None (a group, or not theirs)."""
+    if pair is None or sender_id not in pair:
+        return None
+    return (sender_id, pair[1] if pair[0] == sender_id else pair[0])
+
+
+class PlainBatch:
+    """PostgreSQL: store many plain messages, in order, with a fixed number of round trips: what
+    ``claim_seq``, ``check_can_post`` and ``append`` do for each, for a batch.
+
+    1. ``PlainBatch(plain)``, inside the caller's ``prepared.pipeline()`` that also locks the
+       conversations (``lock_conversations_later``, before this): the active members, the direct
+       peers' relations (as this process last saw the chats), n new message ids;
+    2. ``store(convs, skip)`` after that block, with the locked conversations: the checks (a
+       message that would be refused, its sender not an active member, a direct peer who is not a
+       friend, or blocked, or gone, is not stored: None in its place, for the caller to send on
+       its own, whose path says why or allows a stranger where the peer accepts them), the
+       numbers, then the one statement that moves the numbers and the senders' read marks and
+       inserts the rows: executed, not read (inside the caller's next pipeline, with the events'
+       publish). ``skip``: indexes of ``plain`` the caller takes out (retries).
+    Publishing is the caller's.
     """
-    members = active_members(convs)
-    rosters = {conv_id: Roster(conv, members.get(conv_id, {})) for conv_id, conv in convs.items()}
-    peer_of: dict[int, tuple[int, int]] = {}
-    refused: set[int] = set()
-    for n, m in enumerate(plain):
-        r = rosters.get(m.conversation_id)
-        if r is None or m.sender_id not in r.members:
-            refused.add(n)
-            continue
-        conv = r.conversation
-        if conv.kind == Conversation.Kind.DIRECT:
-            peer_of[n] = (
-                m.sender_id,
-                conv.user_high_id if conv.user_low_id == m.sender_id else conv.user_low_id,
+
+    def __init__(self, plain: Sequence[PlainMessage]) -> None:
+        self.plain = list(plain)
+        self._members = active_members_later({m.conversation_id for m in self.plain})
+        guessed: dict[int, tuple[int, int]] = {}
+        for n, m in enumerate(self.plain):
+            # (.get: another batch thread may clear the cache meanwhile)
+            if (pair := _peer(_PAIRS.get(m.conversation_id), m.sender_id)) is not None:
+                guessed[n] = pair
+        self._guessed = guessed
+        self._relations = account_selectors.relation_flags_many_later(guessed.values())
+        self._ids_cursor = connection.cursor()  # open until read
+        self._ids = execute_bound(self._ids_cursor, _NEXT_IDS_SQL, [len(self.plain)])
+
+    def store(self, convs: dict[int, Conversation], skip: set[int]) -> list[tuple[Roster, Message] | None]:
+        try:
+            new_ids = sorted(row[0] for row in self._ids.fetchall())
+        finally:
+            self._ids_cursor.close()
+        members = self._members()
+        flags = self._relations()
+        if len(_PAIRS) > _PAIRS_MAX:
+            _PAIRS.clear()
+        for conv in convs.values():
+            _PAIRS[conv.pk] = (
+                (conv.user_low_id, conv.user_high_id) if conv.kind == Conversation.Kind.DIRECT else None
             )
-    flags = account_selectors.relation_flags_many(peer_of.values())
-    for n, pair in peer_of.items():
-        found = flags.get(pair)
-        if found is None or not found[0] or found[1]:  # gone, not friends, or a block: its own path
-            refused.add(n)
-    accepted = [(n, m) for n, m in enumerate(plain) if n not in refused]
-    out: list[tuple[Roster, Message] | None] = [None] * len(plain)
-    if not accepted:
+        rosters = {conv_id: Roster(conv, members.get(conv_id, {})) for conv_id, conv in convs.items()}
+        peer_of: dict[int, tuple[int, int]] = {}
+        refused: set[int] = set(skip)
+        for n, m in enumerate(self.plain):
+            if n in skip:
+                continue
+            r = rosters.get(m.conversation_id)
+            if r is None or m.sender_id not in r.members:
+                refused.add(n)
+                continue
+            conv = r.conversation
+            if conv.kind == Conversation.Kind.DIRECT:
+                peer_of[n] = _peer((conv.user_low_id, conv.user_high_id), m.sender_id)  # type: ignore[assignment]
+        unasked = [pair for n, pair in peer_of.items() if self._guessed.get(n) != pair]
+        if unasked:  # a conversation this process had not seen yet (or guessed wrong)
+            flags = {**flags, **account_selectors.relation_flags_many(unasked)}
+        for n, pair in peer_of.items():
+            found = flags.get(pair)
+            if found is None or not found[0] or found[1]:  # gone, not friends, or a block: its own path
+                refused.add(n)
+        accepted = [(n, m) for n, m in enumerate(self.plain) if n not in refused]
+        out: list[tuple[Roster, Message] | None] = [None] * len(self.plain)
+        if not accepted:
+            return out
+        now = timezone.now()
+        seqs: list[int] = []
+        marks: dict[int, int] = {}  # member pk -> the sender's last new seq there
+        for _n, m in accepted:
+            r = rosters[m.conversation_id]
+            r.conversation.last_seq += 1
+            r.conversation.last_message_at = now
+            seqs.append(r.conversation.last_seq)
+            marks[r.members[m.sender_id].pk] = r.conversation.last_seq
+        ids = new_ids[: len(accepted)]  # ascending, as the rows' seqs in each conversation
+        touched = sorted({m.conversation_id for _n, m in accepted})
+        with connection.cursor() as cursor:  # (closing before the pipeline's answer is fine)
+            execute_bound(
+                cursor,
+                _APPEND_MANY_SQL,
+                {
+                    "now": now,
+                    "ids": touched,
+                    "last_seqs": [rosters[c].conversation.last_seq for c in touched],
+                    "member_ids": list(marks),
+                    "member_seqs": list(marks.values()),
+                    "message_ids": ids,
+                    "conversation_ids": [m.conversation_id for _n, m in accepted],
+                    "seqs": seqs,
+                    "sender_ids": [m.sender_id for _n, m in accepted],
+                    "client_msg_ids": [m.client_msg_id for _n, m in accepted],
+                    "kinds": [m.kind for _n, m in accepted],
+                    "texts": [m.text for _n, m in accepted],
+                    "contents": [json.dumps(m.body) for _n, m in accepted],
+                    "documents": [content.search_document(m.text) if m.text else None for _n, m in accepted],
+                },
+            )
+        by_pk = {member.pk: member for r in rosters.values() for member in r.members.values()}
+        for pk, seq in marks.items():  # the rosters' members as the database will have them
+            by_pk[pk].last_read_seq = max(by_pk[pk].last_read_seq, seq)
+        for (n, m), seq, message_id in zip(accepted, seqs, ids, strict=True):
+            r = rosters[m.conversation_id]
+            values = {
+                "id": message_id, "conversation_id": m.conversation_id, "seq": seq,
+                "sender_id": m.sender_id, "client_msg_id": m.client_msg_id, "kind": m.kind, "text": m.text,
+                "content": m.body, "reply_to_id": None, "mentions": [], "mention_all": False, "forwarded": False,
+                "created_at": now,
+            }  # fmt: skip
+            msg = Message.from_db(
+                connection.alias,
+                None,
+                [values[f.attname] if f.attname in values else f.get_default() for f in _MESSAGE_FIELDS],
+            )
+            msg.conversation = r.conversation
+            out[n] = (r, msg)
         return out
-    now = timezone.now()
-    seqs: list[int] = []
-    marks: dict[int, int] = {}  # member pk -> the sender's last new seq there
-    for _n, m in accepted:
-        r = rosters[m.conversation_id]
-        r.conversation.last_seq += 1
-        r.conversation.last_message_at = now
-        seqs.append(r.conversation.last_seq)
-        marks[r.members[m.sender_id].pk] = r.conversation.last_seq
-    touched = sorted({m.conversation_id for _n, m in accepted})
-    with connection.cursor() as cursor:
-        inserted = execute_bound(
-            cursor,
-            _APPEND_MANY_SQL,
-            {
-                "now": now,
-                "ids": touched,
-                "last_seqs": [rosters[c].conversation.last_seq for c in touched],
-                "member_ids": list(marks),
-                "member_seqs": list(marks.values()),
-                "conversation_ids": [m.conversation_id for _n, m in accepted],
-                "seqs": seqs,
-                "sender_ids": [m.sender_id for _n, m in accepted],
-                "client_msg_ids": [m.client_msg_id for _n, m in accepted],
-                "kinds": [m.kind for _n, m in accepted],
-                "texts": [m.text for _n, m in accepted],
-                "contents": [json.dumps(m.body) for _n, m in accepted],
-                "documents": [content.search_document(m.text) if m.text else None for _n, m in accepted],
-            },
-        )
-        ids = {(row[1], row[2]): row[0] for row in inserted.fetchall()}
-    by_pk = {member.pk: member for r in rosters.values() for member in r.members.values()}
-    for pk, seq in marks.items():  # the rosters' members as the database now has them
-        by_pk[pk].last_read_seq = max(by_pk[pk].last_read_seq, seq)
-    for (n, m), seq in zip(accepted, seqs, strict=True):
-        r = rosters[m.conversation_id]
-        values = {
-            "id": ids[(m.conversation_id, seq)], "conversation_id": m.conversation_id, "seq": seq,
-            "sender_id": m.sender_id, "client_msg_id": m.client_msg_id, "kind": m.kind, "text": m.text,
-            "content": m.body, "reply_to_id": None, "mentions": [], "mention_all": False, "forwarded": False,
-            "created_at": now,
-        }  # fmt: skip
-        msg = Message.from_db(
-            connection.alias,
-            None,
-            [values[f.attname] if f.attname in values else f.get_default() for f in _MESSAGE_FIELDS],
-        )
-        msg.conversation = r.conversation
-        out[n] = (r, msg)
-    return out
 
 
 def append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from accounts import selectors as account_selectors
 from superapp.core import events as core_events
 from superapp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from superapp.core.prepared import execute_bound
+from superapp.core.prepared import execute_bound, pipeline
 
 from .. import content, events, notifications, realtime_fanout, selectors
 from ..models import Attachment, Conversation, HiddenMessage, Member, Message
@@ -270,24 +270,15 @@ def message_send_many(
             outcomes[index] = exc
     alone: list[tuple[int, _Send]] = []
     together: list[tuple[int, _Send]] = []
-    if len(checked) > 1:
-        try:
-            stored = _stored_keys([s for _, s in checked])
-        except Exception:  # cannot tell retries apart: each on its own
-            logger.warning("batched sends: looking up stored client_msg_ids failed", exc_info=True)
-            alone = list(checked)
+    keys: set[tuple[int, str]] = set()
+    for index, send in checked:
+        key = (send.sender_id, send.client_msg_id)
+        if send.conversation_id is None or key in keys:
+            alone.append((index, send))
         else:
-            keys: set[tuple[int, str]] = set()
-            for index, send in checked:
-                key = (send.sender_id, send.client_msg_id)
-                if send.conversation_id is None or key in stored or key in keys:
-                    alone.append((index, send))
-                else:
-                    keys.add(key)
-                    together.append((index, send))
-    else:
-        alone = list(checked)
-    if len(together) == 1:
+            keys.add(key)
+            together.append((index, send))
+    if len(together) == 1:  # nothing to share: message_send's own path costs less for one
         alone += together
         together = []
     if together:
@@ -295,12 +286,7 @@ def message_send_many(
         shared = _Shared()
         try:
             with transaction.atomic():
-                # No lock wait of the batch (a conversation, a stream head, a read mark held by
-                # another transaction) lasts longer than this: past it the batch is rolled back
-                # and each send goes on its own, where only it waits.
-                _batch_lock_timeout()
                 results, left = _send_together(together, shared)
-                core_events.publish_many(specs=shared.specs)
                 notifications.schedule_on_commit(sender_id=0, recipient_ids=shared.recipient_ids)
         except Exception:  # a check, a conflict, a deadlock, a bug: each tells its own outcome
             logger.info("batched sends rolled back; sending each on its own", exc_info=True)
@@ -348,39 +334,70 @@ def _send_together(
 ) -> tuple[list[tuple[int, SendResult]], list[tuple[int, _Send]]]:
     """Inside the batch's transaction: every conversation locked first, in id order (as
     ``lock_conversations`` always does), then the plain messages (no reply, mention, media or
-    contact card) stored by a fixed number of statements on PostgreSQL, the others one by one,
-    each in a savepoint of its own. Returns the results and the sends left to go on their own:
-    refused plain ones, and the others that failed (their own path gives the error)."""
-    convs = _core.lock_conversations({s.conversation_id for _, s in together if s.conversation_id})
-    plain = [(i, s) for i, s in together if _is_plain(s)] if connection.vendor == "postgresql" else []
-    results: list[tuple[int, SendResult]] = []
-    left: list[tuple[int, _Send]] = []
-    if plain:
-        stored = _core.append_plain_many(
-            [
-                _core.PlainMessage(
-                    conversation_id=s.conversation_id,  # type: ignore[arg-type]
-                    sender_id=s.sender_id,
-                    client_msg_id=s.client_msg_id,
-                    kind=s.draft.kind,
-                    text=s.draft.text,
-                    body=s.draft.content,
-                )
-                for _, s in plain
-            ],
-            {s.conversation_id: convs[s.conversation_id] for _, s in plain if s.conversation_id in convs},
+    contact card) stored and published by a fixed number of statements on PostgreSQL, the others
+    one by one, each in a savepoint of its own. Returns the results and the sends left to go on
+    their own: retries (a ``client_msg_id`` stored already), refused plain ones, and the others
+    that failed (their own path gives the error).
+
+    On PostgreSQL the plain messages take two round trips (``prepared.pipeline``): the lock
+    timeout, the retries' lookup, the locks, the members, the direct peers' relations and the new
+    rows' ids together; then the rows and their events together. The commit is the third.
+    """
+    pg = connection.vendor == "postgresql"
+    plain = [(i, s) for i, s in together if _is_plain(s)] if pg else []
+    with pipeline():
+        # No lock wait of the batch (a conversation, a stream head, a read mark held by another
+        # transaction) lasts longer than this: past it the batch is rolled back and each send
+        # goes on its own, where only it waits.
+        _batch_lock_timeout()
+        convs_later = _core.lock_conversations_later({s.conversation_id for _, s in together})
+        # After the locks: a retry of one of these sends that committed while the batch waited
+        # for a lock is found here, instead of failing the whole batch at the INSERT.
+        stored_later = _stored_keys_later([s for _, s in together])
+        batch = (
+            _core.PlainBatch(
+                [
+                    _core.PlainMessage(
+                        conversation_id=s.conversation_id,  # type: ignore[arg-type]
+                        sender_id=s.sender_id,
+                        client_msg_id=s.client_msg_id,
+                        kind=s.draft.kind,
+                        text=s.draft.text,
+                        body=s.draft.content,
+                    )
+                    for _, s in plain
+                ]
+            )
+            if plain
+            else None
         )
-        for (index, s), done in zip(plain, stored, strict=True):
-            if done is None:  # refused: its own path gives the error
-                left.append((index, s))
-                continue
-            r, msg = done
-            shared.specs.append(_core.new_message_spec(r, msg))
-            shared.recipient_ids += [u for u in r.members if u != s.sender_id]
-            results.append((index, SendResult(msg, created=True)))
-    plain_indexes = {index for index, _ in plain}
+    stored = stored_later()
+    convs = convs_later()
+    results: list[tuple[int, SendResult]] = []
+    left = [(i, s) for i, s in together if (s.sender_id, s.client_msg_id) in stored]  # retries
+    if batch is not None:
+        skip = {n for n, (_, s) in enumerate(plain) if (s.sender_id, s.client_msg_id) in stored}
+        specs: list[core_events.EventSpec] = []
+        with pipeline():
+            done = batch.store(
+                {s.conversation_id: convs[s.conversation_id] for _, s in plain if s.conversation_id in convs},
+                skip,
+            )
+            for (index, s), one in zip(plain, done, strict=True):
+                if one is None:
+                    if (s.sender_id, s.client_msg_id) not in stored:  # refused: its own path says why
+                        left.append((index, s))
+                    continue
+                r, msg = one
+                specs.append(_core.new_message_spec(r, msg))
+                shared.recipient_ids += [u for u in r.members if u != s.sender_id]
+                results.append((index, SendResult(msg, created=True)))
+            published = core_events.publish_many_later(specs=specs) if specs else None
+        if published is not None:
+            published()
+    done_indexes = {index for index, _ in plain} | {index for index, _ in left}
     for index, s in together:
-        if index in plain_indexes:
+        if index in done_indexes:
             continue
         try:
             with transaction.atomic():  # a savepoint: a refused reply or mention costs only itself
@@ -391,6 +408,8 @@ def _send_together(
             left.append((index, s))  # its own path says why
         else:
             results.append((index, result))
+    if shared.specs:
+        core_events.publish_many(specs=shared.specs)
     return results, left
 
 
@@ -420,19 +439,29 @@ SELECT m.sender_id, m.client_msg_id
 """
 
 
-def _stored_keys(sends: Sequence[_Send]) -> set[tuple[int, str]]:
+def _stored_keys_later(sends: Sequence[_Send]) -> Callable[[], set[tuple[int, str]]]:
     """Which of these (sender, client_msg_id) are stored already: one query, one index lookup
-    each (the unique ``(sender, client_msg_id)``)."""
+    each (the unique ``(sender, client_msg_id)``), read by the function returned (for
+    ``prepared.pipeline``)."""
     if connection.vendor != "postgresql":
-        found = Message.objects.filter(
-            sender_id__in={s.sender_id for s in sends}, client_msg_id__in={s.client_msg_id for s in sends}
-        ).values_list("sender_id", "client_msg_id")
-        return set(found)
-    with connection.cursor() as cursor:
-        rows = execute_bound(
-            cursor, _STORED_KEYS_SQL, [[s.sender_id for s in sends], [s.client_msg_id for s in sends]]
-        ).fetchall()
-    return {(row[0], row[1]) for row in rows}
+        found = set(
+            Message.objects.filter(
+                sender_id__in={s.sender_id for s in sends}, client_msg_id__in={s.client_msg_id for s in sends}
+            ).values_list("sender_id", "client_msg_id")
+        )
+        return lambda: found
+    cursor = connection.cursor()  # open until read
+    bound = execute_bound(
+        cursor, _STORED_KEYS_SQL, [[s.sender_id for s in sends], [s.client_msg_id for s in sends]]
+    )
+
+    def read() -> set[tuple[int, str]]:
+        try:
+            return {(row[0], row[1]) for row in bound.fetchall()}
+        finally:
+            cursor.close()
+
+    return read
 
 
 def _send(
