@@ -227,7 +227,7 @@ _BATCH_EXECUTOR = concurrent.futures.ThreadPoolExecutor(
 
 class FrameBatcher:
     """The frames of one type (with a batch handler) from every socket of this process, handled in
-    batches: while ``REALTIME_FRAME_BATCH_CONCURRENCY`` batches (2) run in worker threads, the
+    batches: while ``REALTIME_FRAME_BATCH_CONCURRENCY`` batches (1) run in worker threads, the
     frames that arrive wait, and the next batch takes them all (up to ``REALTIME_FRAME_BATCH_MAX``).
     An idle process handles a frame at once, alone; a busy one shares each trip to the database
     among as many frames as came meanwhile, as a database's group commit does. Each socket still
@@ -246,6 +246,11 @@ class FrameBatcher:
         self.running_since: dict[asyncio.Future[None], float] = {}  # drains in their handler
         # The drains lingering: how many frames each waits for, and the future that says so.
         self.lingering: list[tuple[int, asyncio.Future[None]]] = []
+        # Who sent the frames of the last two batches ((user, session) pairs, with the loop time
+        # each batch ended), and of the batches running now: a batch lingers for the recent
+        # senders that are not in one.
+        self.recent: deque[tuple[float, set[tuple[int, str]]]] = deque(maxlen=2)
+        self.in_flight: dict[asyncio.Future[None], set[tuple[int, str]]] = {}
 
     @classmethod
     def of(cls, frame_type: str, handler: realtime.BatchFrameHandler) -> FrameBatcher:
@@ -285,18 +290,36 @@ class FrameBatcher:
         if self.waiting and self._stalled():
             self.draining.add(asyncio.ensure_future(self._drain()))
 
+    def _expected(self) -> int:
+        """How many senders of the last two batches are not in a running batch: those send their
+        next frames as soon as their replies arrive. Only batches that ended within the last
+        ``RECENT_S`` count: a sender that has not sent again by then is not about to (an idle
+        process's lone frame lingers for nobody; after senders left, one batch at most waits
+        one linger for them)."""
+        since = asyncio.get_running_loop().time() - self.RECENT_S
+        recent = [senders for ended, senders in self.recent if ended >= since]
+        if not recent:
+            return 0
+        busy = set().union(*self.in_flight.values())
+        return len(set().union(*recent) - busy)
+
+    RECENT_S = 0.02  # 20 ms: a reply's and the next frame's way through a local network
+
     async def _drain(self) -> None:
         batch: list[tuple[realtime.FrameCall, asyncio.Future[Any]]] = []
-        last = 0
+        me = asyncio.current_task()
         try:
             while self.waiting:
                 size = max(1, settings.REALTIME_FRAME_BATCH_MAX)
                 linger = settings.REALTIME_FRAME_BATCH_LINGER_MS / 1000
-                if linger > 0 and len(self.waiting) < min(last, size):
-                    # The sockets of the last batch send their next frames as soon as their replies
-                    # arrive, a network round trip from now: wait that long for them (at most), so
-                    # that the frame which came meanwhile is not sent alone, then they alone next.
-                    entry = (min(last, size), asyncio.get_running_loop().create_future())
+                expected = min(self._expected(), size)
+                if linger > 0 and len(self.waiting) < expected:
+                    # The senders of the last batches send their next frames as soon as their
+                    # replies arrive, a network round trip from now: wait that long for them (at
+                    # most), so that they share this batch with the frames that came meanwhile,
+                    # instead of the senders splitting into groups whose batches alternate (half
+                    # as many frames a batch for the same number of senders).
+                    entry = (expected, asyncio.get_running_loop().create_future())
                     self.lingering.append(entry)
                     try:
                         with contextlib.suppress(TimeoutError):
@@ -306,11 +329,11 @@ class FrameBatcher:
                     if not self.waiting:  # another batch of this process took them meanwhile
                         break
                 batch, self.waiting = self.waiting[:size], self.waiting[size:]
-                last = len(batch)
+                senders = {(call.user_id, call.session_id) for call, _ in batch}
+                self.in_flight[me] = senders  # type: ignore[index]
                 # A batch that takes long (a lock wait, a slow statement) must not hold up the
                 # frames that come meanwhile: after REALTIME_FRAME_BATCH_STALL_MS they get a
                 # batch of their own, beside it (at most 4 at once).
-                me = asyncio.current_task()
                 self.running_since[me] = asyncio.get_running_loop().time()  # type: ignore[index]
                 stall = asyncio.get_running_loop().call_later(
                     settings.REALTIME_FRAME_BATCH_STALL_MS / 1000 + 0.001, self._unstall
@@ -329,6 +352,8 @@ class FrameBatcher:
                 finally:
                     stall.cancel()
                     self.running_since.pop(me, None)  # type: ignore[arg-type]
+                    self.in_flight.pop(me, None)  # type: ignore[arg-type]
+                    self.recent.append((asyncio.get_running_loop().time(), senders))
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():  # a socket that closed meanwhile no longer waits
                         future.set_result(outcome)

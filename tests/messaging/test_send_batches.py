@@ -336,6 +336,80 @@ async def test_a_frame_submitted_right_after_a_reply_is_handled():
         assert await batcher.submit(call(2)) == {"n": 2}
 
 
+@pytest.mark.django_db(transaction=True)  # (the batch threads close connections earlier tests left)
+async def test_senders_that_send_again_at_once_share_one_batch(settings):
+    """16 sockets, each sending its next frame as soon as its reply comes, the second 8 starting
+    while the first 8's batch runs: the next batch waits (up to the linger) for the senders of
+    the last two batches instead of leaving without them, so the two groups merge into full
+    batches instead of alternating, each half as full."""
+    import time
+
+    from superapp.core.consumers import FrameBatcher
+
+    settings.REALTIME_FRAME_BATCH_CONCURRENCY = 1  # (the default)
+    settings.REALTIME_FRAME_BATCH_LINGER_MS = 50.0  # the mechanism, not the value, is tested
+    sizes: list[int] = []
+
+    def handler(calls):
+        sizes.append(len(calls))
+        time.sleep(0.01)  # a batch's trip to the database
+        return [{"n": call.frame["n"]} for call in calls]
+
+    batcher = FrameBatcher(handler)
+
+    async def sender(user_id):
+        await asyncio.sleep(0.002 if user_id >= 8 else 0)  # the second group comes mid-batch
+        for n in range(20):
+            call = realtime.FrameCall(user_id=user_id, session_id="s", frame={"n": n}, language="en")
+            assert await batcher.submit(call) == {"n": n}
+            await asyncio.sleep(0.0005)  # the reply's and the next frame's way through the network
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(sender(u) for u in range(16)))
+    assert sum(sizes) == 16 * 20
+    steady = sorted(sizes[3:-3])
+    assert steady[len(steady) // 2] == 16, sizes  # the median batch has every sender
+
+
+def _call(user_id, n=0):
+    return realtime.FrameCall(user_id=user_id, session_id="s", frame={"n": n}, language="en")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_idle_processs_lone_frame_runs_at_once(settings):
+    """The linger waits only for senders whose batch ended moments ago (they are about to send
+    again), not for those of a batch long gone."""
+    import time
+
+    from superapp.core.consumers import FrameBatcher
+
+    settings.REALTIME_FRAME_BATCH_LINGER_MS = 300.0  # long enough to see
+    batcher = FrameBatcher(lambda calls: [{"n": c.frame["n"]} for c in calls])
+    assert await batcher.submit(_call(1)) == {"n": 0}
+    assert await batcher.submit(_call(2)) == {"n": 0}
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    assert await batcher.submit(_call(1, 1)) == {"n": 1}
+    assert time.monotonic() - started < 0.1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_senders_that_left_hold_up_one_batch_at_most_by_one_linger(settings):
+    import time
+
+    from superapp.core.consumers import FrameBatcher
+
+    settings.REALTIME_FRAME_BATCH_LINGER_MS = 300.0
+    batcher = FrameBatcher(lambda calls: [{"n": c.frame["n"]} for c in calls])
+    await asyncio.gather(*(batcher.submit(_call(u)) for u in range(10)))  # then these 10 sockets close
+    waits = []
+    for n in range(3):
+        started = time.monotonic()
+        assert await batcher.submit(_call(99, n)) == {"n": n}
+        waits.append(time.monotonic() - started)
+    assert waits[0] < 0.4 and max(waits[1:]) < 0.1, waits
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("together", [False, True])
 async def test_a_send_waiting_for_a_lock_holds_up_no_other_conversation(alice, bob, carol, together):
