@@ -20,11 +20,18 @@ run: install
 	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py seed_demo
 	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py serve --host 0.0.0.0 --port $(PORT)
 
-# The whole suite against PostgreSQL and Redis (DATABASE_URL / REDIS_URL override the defaults).
+PSYCOPG3_TESTS = tests/core/test_prepared.py tests/core/test_events.py tests/messaging/test_send.py \
+	tests/messaging/test_send_batches.py tests/messaging/test_send_batches_locks.py \
+	tests/messaging/test_send_batches_contention.py tests/messaging/test_send_round_trips.py
+
+# The whole suite against PostgreSQL and Redis (DATABASE_URL / REDIS_URL override the defaults),
+# then the tests of what differs by database driver again under psycopg 3.
 test: install
 	$(PY) scripts/check_services.py
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -n 2 --dist loadfile
+	@# The ASGI server's driver (psycopg 3: pipelines, bound parameters) for the code that differs by driver.
+	DB_DRIVER=psycopg $(PY) -m pytest -n 2 --dist loadfile $(PSYCOPG3_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check .
