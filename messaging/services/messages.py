@@ -339,9 +339,10 @@ def _send_together(
     their own: retries (a ``client_msg_id`` stored already), refused plain ones, and the others
     that failed (their own path gives the error).
 
-    On PostgreSQL the plain messages take two round trips (``prepared.pipeline``): the lock
-    timeout, the retries' lookup, the locks, the members, the direct peers' relations and the new
-    rows' ids together; then the rows and their events together. The commit is the third.
+    On PostgreSQL under psycopg 3 the batch takes four round trips: BEGIN, then two pipelines
+    (``prepared.pipeline``): the lock timeout, the locks, the retries' lookup, the members, the
+    direct peers' relations and the new rows' ids together; then the rows and their events
+    together; then the commit (``tests/messaging/test_send_round_trips.py``).
     """
     pg = connection.vendor == "postgresql"
     plain = [(i, s) for i, s in together if _is_plain(s)] if pg else []
