@@ -393,6 +393,9 @@ def _send_together(
                 specs.append(_core.new_message_spec(r, msg))
                 shared.recipient_ids += [u for u in r.members if u != s.sender_id]
                 results.append((index, SendResult(msg, created=True)))
+            if len(plain) < len(together):  # others follow: one publish (one doorbell) for all, after
+                shared.specs += specs
+                specs = []
             published = core_events.publish_many_later(specs=specs) if specs else None
         if published is not None:
             published()

@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts import services as account_services
 from messaging import events, services
 from messaging.models import Conversation, Member, Message
+from superapp.core import events as core_events
 from superapp.core import realtime
 from superapp.core.errors import ApplicationError
 from superapp.core.models import Event
@@ -77,8 +78,10 @@ def test_a_batch_stores_each_send_as_message_send_would_in_one_transaction(alice
 
 
 @pytest.mark.django_db
-def test_a_batched_plain_message_is_the_row_and_the_event_message_send_makes(alice, bob, carol, client_for):
-    """The set statements (append_plain_many) against the one-by-one path: the same row, read
+def test_a_batched_plain_message_is_the_row_and_the_event_message_send_makes(
+    alice, bob, carol, client_for, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The set statements (_core.PlainBatch) against the one-by-one path: the same row, read
     marks, conversation fields, event payload, and the full-text search finds it."""
     ab, team = direct(alice, bob), group(alice, bob, carol)
     alone = services.message_send(
@@ -89,17 +92,26 @@ def test_a_batched_plain_message_is_the_row_and_the_event_message_send_makes(ali
         text="Blue Bottle alone",
     ).message
     reply_target = alone.seq
-    outcomes = services.message_send_many(
-        [
-            _send(alice, ab, "batched", "Blue Bottle batched"),
-            _send(bob, ab, "quoting", "a reply", reply_to_seq=reply_target),  # not plain: one by one
-            _send(carol, team, "grouped", "for the group"),
-            {**_send(bob, team, "located", ""), "kind": "location",
-             "content_fields": {"latitude": 31.2, "longitude": 121.5, "name": "Bund"}},
-        ]
-    )  # fmt: skip
+    rung: list[list[tuple[int, int]]] = []
+    monkeypatch.setattr(
+        core_events, "push_envelopes", lambda envelopes: rung.append([(u, e["cursor"]) for u, e in envelopes])
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        outcomes = services.message_send_many(
+            [
+                _send(alice, ab, "batched", "Blue Bottle batched"),
+                _send(bob, ab, "quoting", "a reply", reply_to_seq=reply_target),  # not plain: one by one
+                _send(carol, team, "grouped", "for the group"),
+                {**_send(bob, team, "located", ""), "kind": "location",
+                 "content_fields": {"latitude": 31.2, "longitude": 121.5, "name": "Bund"}},
+            ]
+        )  # fmt: skip
     assert all(isinstance(o, services.SendResult) and o.created for o in outcomes), outcomes
     batched, quoting, grouped, located = (o.message for o in outcomes)
+    # One publish for the plain and the other sends together: one doorbell.
+    assert len(rung) == 1 and sorted(rung[0]) == sorted(
+        (e.user_id, e.seq) for e in Event.objects.filter(data__id__in=[o.message.pk for o in outcomes])
+    )
     assert (batched.seq, quoting.seq) == (alone.seq + 1, alone.seq + 2)
     fields = ["conversation_id", "sender_id", "kind", "text", "content", "reply_to_id", "mentions", "mention_all",
               "forwarded", "recalled_at"]  # fmt: skip
