@@ -72,10 +72,7 @@ def publish_many(*, specs: Sequence[EventSpec]) -> list[Event]:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("publish() must be called inside transaction.atomic()")
     if connection.vendor == "postgresql":
-        rows = _publish_postgresql(specs)
-        if rows:
-            transaction.on_commit(_doorbell(rows))
-        return rows
+        return publish_many_later(specs=specs)()
     recipients = sorted({uid for spec in specs for uid in spec.user_ids})
     if not recipients:
         return []
@@ -157,10 +154,6 @@ def publish_many_later(*, specs: Sequence[EventSpec]) -> Callable[[], list[Event
         return rows
 
     return later
-
-
-def _publish_postgresql(specs: Sequence[EventSpec]) -> list[Event]:
-    return _publish_postgresql_start(specs)()
 
 
 def _publish_postgresql_start(specs: Sequence[EventSpec]) -> Callable[[], list[Event]]:
