@@ -63,6 +63,34 @@ def test_lone_send_lock_timeout_is_deferred_and_sent_once(alice, bob, kind):
     assert Message.objects.filter(sender=alice, client_msg_id="lone").count() == 1
 
 
+# --- the lone send's lock timeout is set by its claim statement itself: it must apply to the claim's
+# own locks (the conversation row, the sender's member row), which that statement takes --------------
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("held_row", ["conversation", "sender_member"])
+def test_lone_send_times_out_on_the_claims_own_locks(alice, bob, held_row, settings):
+    settings.MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS = 100
+    ab = direct(alice, bob)
+    first = services.message_send(
+        sender_id=alice.pk, client_msg_id="f", kind="text", conversation_id=ab.pk, text="x"
+    ).message
+    if held_row == "conversation":
+        rows = lambda: list(type(ab).objects.select_for_update().filter(pk=ab.pk))  # noqa: E731
+    else:
+        rows = lambda: list(Member.objects.select_for_update().filter(conversation=ab, user=alice))  # noqa: E731
+    held = hold_locks(rows)
+    try:
+        # Without the timeout this would wait for the holder, which lets go only after it returns.
+        outcomes = services.message_send_many([_send(alice, ab, "lone", "hi")], defer=True)
+        assert outcomes == [None], outcomes  # the lock wait timed out: left to the frame's own handler
+        assert not Message.objects.filter(sender=alice, client_msg_id="lone").exists()
+        assert _show_lock_timeout() == "0"  # and the timeout ended with that transaction
+    finally:
+        held.release()
+    ab.refresh_from_db()
+    assert ab.last_seq == first.seq  # the timed-out claim took no number
+    assert services.message_send(**_send(alice, ab, "lone", "hi")).message.seq == first.seq + 1
+
+
 # --- non-plain sends in savepoints: each lock wait is timed out separately, and they add up --------
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_waits_at_most_one_lock_timeout(make_user, settings):
