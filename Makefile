@@ -22,7 +22,8 @@ run: install
 
 PSYCOPG3_TESTS = tests/core/test_prepared.py tests/core/test_events.py tests/messaging/test_send.py \
 	tests/messaging/test_send_batches.py tests/messaging/test_send_batches_locks.py \
-	tests/messaging/test_send_batches_contention.py tests/messaging/test_send_round_trips.py
+	tests/messaging/test_send_batches_contention.py tests/messaging/test_send_round_trips.py \
+	tests/core/test_dbpool_psycopg3.py
 
 # The whole suite against PostgreSQL and Redis (DATABASE_URL / REDIS_URL override the defaults),
 # then the tests of what differs by database driver again under psycopg 3.

@@ -133,7 +133,8 @@ TEMPLATES = [
 # DB_DRIVER: "psycopg2" or "psycopg" (psycopg 3). Django prefers psycopg 3 whenever it can import
 # it, so choosing psycopg2 hides psycopg 3 from it. DB_POOL (psycopg 3 only): Django's pool.
 # DB_HEALTH_CHECKS: check a reused connection (or, with the pool, a lent one) before its first
-# query in a request, so that a database restart fails no request (one round trip each).
+# query in a request, so that a database restart fails no request (one round trip each; with the
+# pool, only when the connection's socket shows the server closed it: superapp/core/dbpool.py).
 if "superapp.asgi" in sys.modules or sys.argv[1:2] == ["serve"]:
     SERVER_INTERFACE = "asgi"
 elif "superapp.wsgi" in sys.modules:
@@ -186,6 +187,10 @@ if DATABASE_URL:
             "max_size": env.int("DB_POOL_MAX", default=20),
             "timeout": env.int("DB_POOL_TIMEOUT", default=10),
         }
+        # Django's backend, whose pool's health check looks at the socket first and runs the
+        # empty query only when the server closed it or said something (superapp/core/dbpool.py):
+        # a lend costs no round trip, and a restarted database still fails no request.
+        DATABASES["default"]["ENGINE"] = "superapp.core.postgresql"
 else:
     DB_PREPARED_STATEMENTS = False
     DATABASES = {

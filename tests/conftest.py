@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from django.db import transaction
 from django.utils import translation
@@ -13,6 +15,10 @@ from accounts.models import Friendship
 from .factories import UserFactory
 
 PASSWORD = "correct horse battery"
+
+# Tests of psycopg 3 connections themselves: the psycopg2 pass hides psycopg 3 (settings.py), so
+# they run in the psycopg 3 pass (Makefile PSYCOPG3_TESTS) only.
+collect_ignore = ["core/test_dbpool_psycopg3.py"] if sys.modules.get("psycopg", 0) is None else []
 
 
 @pytest.fixture(autouse=True)
