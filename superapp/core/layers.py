@@ -16,8 +16,15 @@ Zulip routes each event to the one Tornado process that holds the user's queue
 sockets. That is cheapest with a few ASGI processes (one per core); with many, per-process
 channels and a user -> process directory would cut the decoding each process does.
 
-Messages keep their order: one batch's in its order, batches in Redis' order, and each socket
-reads its own queue in order. The layer stays a doorbell: Pub/Sub is at-most-once, a process
+The sockets of the publishing process itself get the batch without Redis: the publishing
+thread hands it to this process's event loops before sending the ``PUBLISH``, and they drop
+the copy Redis sends back (:meth:`BatchPubSubChannelLayer.publish_batch`): one Redis round trip
+and one decode less between a commit and the frames of the sockets it has itself.
+
+Messages keep their order: one batch's in its order; batches of one process in the order they
+were published (to its own sockets) or reached Redis (to the others'), and each socket reads its
+own queue in order. Two processes' batches may reach a socket in either order, as two
+publishers' could always reach Redis. The layer stays a doorbell: Pub/Sub is at-most-once, a process
 that is not subscribed at the moment (starting, reconnecting) misses the batch, and a device
 that sees a gap in cursors syncs. Any other layer (the in-memory one of the embedded default and
 the tests, the list-based ``redis`` one) gets one ``group_send`` per group instead.
@@ -26,8 +33,11 @@ the tests, the list-based ``redis`` one) gets one ``group_send`` per group inste
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,21 +94,42 @@ async def _send_each(layer: Any, items: Sequence[GroupMessage]) -> None:
     await asyncio.gather(*(worker() for _ in range(min(SEND_CONCURRENCY, len(queue)))))
 
 
+_LOCAL_IDS_MAX = 10_000  # batches delivered here whose copy from Redis has not come back yet
+
+
 class _BatchSink:
     """Stands in the loop layer's ``channels`` map for the batch channel: channels-redis' reader
     calls ``put_nowait(raw)`` for every message on a subscribed channel, and this one fans the
-    batch out to the local channels of each group."""
+    batch out to the local channels of each group. A batch this process published was handed
+    to it before (:meth:`deliver_local`): its copy from Redis is dropped."""
 
     def __init__(self, layer: _BatchLoopLayer) -> None:
         self.layer = layer
+        self.local_ids: set[str] = set()
 
     def put_nowait(self, raw: bytes) -> None:
-        layer = self.layer
         try:
-            items = layer.channel_layer.deserialize(raw)["items"]
+            batch = self.layer.channel_layer.deserialize(raw)
+            items = batch["items"]
         except Exception:
             logger.warning("undecodable batch dropped", exc_info=True)
             return
+        local_id = batch.get("local")
+        if local_id is not None and local_id in self.local_ids:
+            self.local_ids.discard(local_id)  # delivered here already, when it was published
+            return
+        self._fan_out(items)
+
+    def deliver_local(self, items: Sequence[Sequence[Any]], local_id: str) -> None:
+        """A batch published by a thread of this process, on this loop (before its ``PUBLISH``
+        was sent, so always before its copy from Redis can be read)."""
+        if len(self.local_ids) >= _LOCAL_IDS_MAX:  # copies lost on the way (a Redis failure)
+            self.local_ids.clear()
+        self.local_ids.add(local_id)
+        self._fan_out(items)
+
+    def _fan_out(self, items: Sequence[Sequence[Any]]) -> None:
+        layer = self.layer
         prefix, groups, channels = f"{layer.prefix}__group__", layer.groups, layer.channels
         for group, message in items:
             members = groups.get(prefix + group)
@@ -138,6 +169,8 @@ class BatchPubSubChannelLayer(RedisPubSubChannelLayer):
         super().__init__(*args, **kwargs)
         self._sync_lock = threading.Lock()
         self._sync_client: Any = None
+        self._local_prefix = f"{uuid.uuid4().hex}:"
+        self._local_count = itertools.count()
 
     def _get_layer(self) -> _BatchLoopLayer:
         loop = asyncio.get_running_loop()
@@ -183,9 +216,33 @@ class BatchPubSubChannelLayer(RedisPubSubChannelLayer):
         ``{"type": "event.push", "text": <the frame's JSON text>}``, which each socket sends as it
         is (:mod:`superapp.core.frames`; the envelopes of one group message share the JSON of
         their data). The server processes then do no JSON work per socket, and decode a batch of
-        strings instead of nested dicts."""
+        strings instead of nested dicts.
+
+        The sockets of this process get the batch straight from here, without the way through
+        Redis (a round trip, then the subscriber's read and decode): it is handed to each event
+        loop of this process that has sockets, before the ``PUBLISH`` is sent, so before the
+        copy that Redis sends back, which those loops then drop (the batch carries an id for
+        that). Other processes get it from Redis as before."""
         client, channel = self._batch_target()
-        client.publish(channel, self.serialize({"items": _wire_items(items)}))
+        wire = _wire_items(items)
+        batch: dict[str, Any] = {"items": wire}
+        sinks = self._local_sinks()
+        if sinks:
+            batch["local"] = local_id = f"{self._local_prefix}{next(self._local_count)}"
+            for loop, sink in sinks:
+                with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
+                    loop.call_soon_threadsafe(sink.deliver_local, wire, local_id)
+        client.publish(channel, self.serialize(batch))
+
+    def _local_sinks(self) -> list[tuple[asyncio.AbstractEventLoop, _BatchSink]]:
+        """The batch sinks of this process's event loops (those with sockets), other than the
+        calling thread's own loop (a publisher is never on a loop: see ``group_send_many``)."""
+        out = []
+        for loop, layer in list(self._layers.items()):
+            sink = layer.channels.get(layer.batch_channel)
+            if isinstance(sink, _BatchSink) and not loop.is_closed():
+                out.append((loop, sink))
+        return out
 
 
 def _wire_items(items: Sequence[GroupMessage]) -> list[list[Any]]:

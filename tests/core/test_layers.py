@@ -115,6 +115,70 @@ def test_a_redis_failure_is_logged_never_raised(batch_layer, monkeypatch, caplog
     assert "lost" in caplog.text
 
 
+def _another_process(layer):
+    """A second instance of the production layer on the same Redis and prefix: as another ASGI
+    process is (it shares nothing with this one but Redis)."""
+    return BatchPubSubChannelLayer(**layer._kwargs)
+
+
+def test_own_sockets_get_a_batch_once_straight_and_other_processes_from_redis(batch_layer, monkeypatch):
+    other = _another_process(batch_layer)
+    sent = []
+    real = BatchPubSubChannelLayer.serialize
+
+    def recording(self, message):
+        if isinstance(message, dict) and "items" in message:
+            sent.append(message)
+        return real(self, message)
+
+    monkeypatch.setattr(BatchPubSubChannelLayer, "serialize", recording)
+
+    async def scenario():
+        mine = await batch_layer.new_channel()
+        theirs = await other.new_channel()
+        await batch_layer.group_add("user.1", mine)
+        await other.group_add("user.1", theirs)
+        items = [("user.1", {"type": "event.push", "event": _envelope(n)}) for n in (1, 2)]
+        await asyncio.get_running_loop().run_in_executor(None, _from_another_thread, items)
+        got = await _drain(batch_layer, mine, 0.5), await _drain(other, theirs, 0.5)
+        sink = batch_layer._get_layer().channels[batch_layer._get_layer().batch_channel]
+        await other.flush()
+        return got, sink.local_ids
+
+    (mine, theirs), pending = async_to_sync(scenario)()
+    cursors = [{"type": "event.push", "event": _envelope(n)} for n in (1, 2)]
+    assert _decoded(mine) == cursors  # once: the copy from Redis was dropped
+    assert _decoded(theirs) == cursors  # the other process: from Redis
+    assert len(sent) == 1 and sent[0]["local"]  # the published batch said it was delivered here
+    assert pending == set()  # and its copy came back and was recognised
+
+
+def test_own_sockets_get_a_batch_even_when_redis_fails(batch_layer, monkeypatch, caplog):
+    other = _another_process(batch_layer)
+
+    async def scenario():
+        mine = await batch_layer.new_channel()
+        theirs = await other.new_channel()
+        await batch_layer.group_add("user.1", mine)
+        await other.group_add("user.1", theirs)
+        client, _ = batch_layer._batch_target()
+
+        def down(*args, **kwargs):
+            raise ConnectionError("redis is down")
+
+        monkeypatch.setattr(client, "publish", down)
+        items = [("user.1", {"type": "event.push", "event": _envelope(5)})]
+        await asyncio.get_running_loop().run_in_executor(None, _from_another_thread, items)
+        got = await _drain(batch_layer, mine), await _drain(other, theirs)
+        await other.flush()
+        return got
+
+    mine, theirs = async_to_sync(scenario)()
+    assert _decoded(mine) == [{"type": "event.push", "event": _envelope(5)}]
+    assert theirs == []  # lost for the others (they sync on their next gap), and logged
+    assert "lost" in caplog.text
+
+
 def test_other_layers_get_one_group_send_per_group_in_order():
     """The in-memory layer (embedded default, most tests): plain group sends."""
     layer = get_channel_layer()
