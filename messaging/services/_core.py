@@ -164,45 +164,23 @@ WITH conv AS (
 SELECT {_CONVERSATION_COLUMNS} FROM conv
 """  # noqa: S608 (the model's own column names)
 _CLAIM = PreparedStatement("messaging_claim", _CLAIM_SQL)
-# The same, with the transaction's lock timeout set first, in the same round trip (a lone send on
-# a batch's thread: messages._send_alone). The UPDATE joins the one-row ``cfg``, so set_config
-# has run before the UPDATE meets the row, and PostgreSQL reads ``lock_timeout`` when a lock wait
-# begins: the conversation's lock, the member's and the later statements' all wait at most that
-# long (tests/messaging/test_send_batches_locks.py holds each).
-_CLAIM_WAITING_SQL = _CLAIM_SQL.replace(
-    "WITH conv AS (",
-    "WITH cfg AS MATERIALIZED (SELECT set_config('lock_timeout', %(lock_timeout)s, true) AS v),\nconv AS (",
-    1,
-).replace(
-    "       SET last_seq = last_seq + 1, last_message_at = %(now)s\n     WHERE id",
-    "       SET last_seq = last_seq + 1, last_message_at = %(now)s\n      FROM cfg\n     WHERE cfg.v IS NOT NULL AND id",
-    1,
-)
-assert _CLAIM_WAITING_SQL.count("cfg") == 3
-_CLAIM_WAITING = PreparedStatement("messaging_claim_waiting", _CLAIM_WAITING_SQL)
 
 
-def claim_seq(conversation_id: int, *, reader_id: int, lock_timeout: str | None = None) -> Conversation:
+def claim_seq(conversation_id: int, *, reader_id: int) -> Conversation:
     """Lock the conversation and take its next sequence number, as a member, in one statement.
 
     The send path's fast lane (PostgreSQL): ``UPDATE ... RETURNING`` locks the row and bumps
     ``last_seq`` only when ``reader_id`` is an active member, and moves that member's read mark to
     the new number (the sender has read their own message). Returns the conversation as updated:
     ``last_seq`` is the number to use. 404 when not a member. Elsewhere: the ORM, in 3 queries.
-    The caller's transaction rolls all of it back if the send fails later. ``lock_timeout``
-    (PostgreSQL, e.g. ``"200ms"``): set for the rest of the transaction by the same statement,
-    before it waits for any lock (one round trip less than a ``set_config`` of its own).
+    The caller's transaction rolls all of it back if the send fails later.
     """
     now = timezone.now()
     if connection.vendor == "postgresql":
-        params = {"now": now, "conversation_id": conversation_id, "reader_id": reader_id}
         # A plain cursor, not Model.objects.raw(): RawQuerySet's column-to-field mapping cost
         # more CPU than the statement.
         with connection.cursor() as cursor:
-            if lock_timeout is None:
-                _CLAIM.execute(cursor, params)
-            else:
-                _CLAIM_WAITING.execute(cursor, {**params, "lock_timeout": lock_timeout})
+            _CLAIM.execute(cursor, {"now": now, "conversation_id": conversation_id, "reader_id": reader_id})
             row = cursor.fetchone()
         if row is None:
             raise NotFound(_("No such conversation."), code="conversation_not_found")

@@ -482,7 +482,7 @@ def _send(
     lock_timeout: str | None = None,
 ) -> SendResult:
     """``lock_timeout``: the transaction's lock waits end after it (PostgreSQL; set before the
-    first lock, by the claim's own statement where there is one)."""
+    first lock, in the claim's round trip where there is one)."""
     specs: list[core_events.EventSpec] = []
     claimed = False
     if to_user_id is not None:
@@ -501,7 +501,16 @@ def _send(
         # The fast lane: one statement locks the conversation, checks membership, takes the
         # number and moves my read mark; a direct chat needs no member query (nobody leaves it).
         assert conversation_id is not None
-        conv = _core.claim_seq(conversation_id, reader_id=sender_id, lock_timeout=lock_timeout)
+        if lock_timeout is None:
+            conv = _core.claim_seq(conversation_id, reader_id=sender_id)
+        else:
+            # The timeout, then the claim, in one round trip (psycopg 3's pipeline): the timeout
+            # is a statement of its own, done before the claim starts, so it also bounds the
+            # waits for the claim's table locks (taken before the statement runs: a migration's
+            # ALTER TABLE or CREATE INDEX holds them).
+            with pipeline():
+                _batch_lock_timeout(lock_timeout)
+                conv = _core.claim_seq(conversation_id, reader_id=sender_id)
         if conv.kind == Conversation.Kind.DIRECT:
             r = _core.direct_roster(conv)
         else:

@@ -91,6 +91,33 @@ def test_lone_send_times_out_on_the_claims_own_locks(alice, bob, held_row, setti
     assert services.message_send(**_send(alice, ab, "lone", "hi")).message.seq == first.seq + 1
 
 
+# --- ... and to the table locks the claim takes before it runs (a migration's ALTER TABLE or
+# CREATE INDEX holds them), prepared or not yet (found by a review: a timeout set by the claim
+# statement itself came too late for those) ----------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("table", ["messaging_conversation", "messaging_member"])
+@pytest.mark.parametrize("prepared", [False, True])
+def test_lone_send_times_out_on_a_table_lock(alice, bob, settings, table, prepared):
+    settings.MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS = 100
+    ab = direct(alice, bob)
+    services.message_send(sender_id=alice.pk, client_msg_id="f", kind="text", conversation_id=ab.pk, text="x")
+    if prepared:  # the claim already prepared on this connection: the EXECUTE path
+        assert services.message_send_many([_send(alice, ab, "warm", "hi")], defer=True)[0].created
+
+    def lock():
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")  # as CREATE INDEX takes
+
+    # The holder lets go after 10 s on its own: a send that waited for it would then be stored.
+    held = hold_locks(lock, timeout=10)
+    try:
+        outcomes = services.message_send_many([_send(alice, ab, "lone", "hi")], defer=True)
+        assert outcomes == [None], outcomes  # timed out: left to the frame's own handler
+    finally:
+        held.release()
+    assert not Message.objects.filter(sender=alice, client_msg_id="lone").exists()
+
+
 # --- non-plain sends in savepoints: each lock wait is timed out separately, and they add up --------
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_waits_at_most_one_lock_timeout(make_user, settings):

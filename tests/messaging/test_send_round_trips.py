@@ -61,6 +61,25 @@ def test_a_batch_of_plain_sends_takes_two_pipelines_between_begin_and_commit(ali
     assert counted == (4 if pipelining else 10)
 
 
+def test_a_lone_send_on_a_batch_thread_sends_its_lock_timeout_with_its_claim(alice, bob, settings):
+    settings.MESSAGING_PUSH_ENABLED = False
+    ab = direct(alice, bob)
+
+    def lone(tag):
+        return services.message_send_many([_send(alice, ab, tag)], defer=True)  # a batch of one
+
+    with RoundTrips() as trips, trips.django_connection():
+        lone("warm")
+        pipelining = _pipelining()
+        trips.reset()
+        outcomes = lone("lone")
+        counted = trips.count
+    assert outcomes[0].created
+    # psycopg 3: BEGIN, [lock timeout, claim], relation check, INSERT, publish, COMMIT. psycopg2:
+    # the lock timeout is a round trip of its own.
+    assert counted == (6 if pipelining else 7)
+
+
 @pytest.mark.parametrize("guess", ["another pair", "a group"])
 def test_a_wrong_guess_of_a_chats_pair_never_lets_a_refused_send_through(alice, bob, carol, guess):
     """The batch asks for direct peers' relations with the locks, from what this process last saw
