@@ -161,6 +161,7 @@ if DATABASE_URL:
         raise ImproperlyConfigured("DB_POOL and CONN_MAX_AGE exclude each other; set CONN_MAX_AGE=0.")
     DATABASES["default"]["CONN_MAX_AGE"] = _conn_max_age
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_HEALTH_CHECKS", default=True)
+    DB_HEALTH_CHECK_IDLE_SECONDS = env.float("DB_HEALTH_CHECK_IDLE_SECONDS", default=30.0)
     # A request never waits on the database for longer than this (ms; 0 = no limit): a runaway
     # query is cancelled instead of holding a worker thread and its locks. Server processes only;
     # Celery and commands (reconciliation, fan-out, migrations) run without a limit by default.
@@ -188,8 +189,9 @@ if DATABASE_URL:
             "timeout": env.int("DB_POOL_TIMEOUT", default=10),
         }
         # Django's backend, whose pool's health check looks at the socket first and runs the
-        # empty query only when the server closed it or said something (superapp/core/dbpool.py):
-        # a lend costs no round trip, and a restarted database still fails no request.
+        # empty query only when the server closed it or said something, or when the connection
+        # was not lent for DB_HEALTH_CHECK_IDLE_SECONDS (superapp/core/dbpool.py): a busy
+        # server's lends cost no round trip, and a restarted database still fails no request.
         DATABASES["default"]["ENGINE"] = "superapp.core.postgresql"
 else:
     DB_PREPARED_STATEMENTS = False
