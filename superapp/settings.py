@@ -509,6 +509,10 @@ REALTIME_FRAME_BATCH_STALL_MS = env.float("REALTIME_FRAME_BATCH_STALL_MS", defau
 # Under load (a batch just ran), how long the next batch may wait for the last one's sockets to
 # send again before it starts with fewer frames (ms; 0: never waits). An idle socket never waits.
 REALTIME_FRAME_BATCH_LINGER_MS = env.float("REALTIME_FRAME_BATCH_LINGER_MS", default=2.0)
+# How long a socket holds back a stored event's frame whose cursor jumps ahead, waiting for the
+# frames before it (another process's doorbell may come later than this process's own): ms; 0 =
+# send at once (superapp/core/consumers.py, EventConsumer.event_push).
+REALTIME_REORDER_HOLD_MS = env.float("REALTIME_REORDER_HOLD_MS", default=20.0)
 # axes.W006 wants lockout per IP too. Locking an IP would lock out every user behind one carrier
 # NAT; per-IP abuse is limited by the "auth" throttle instead, per account by axes.
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]

@@ -102,6 +102,9 @@ class EventConsumer(AsyncWebsocketConsumer):
             )
 
     async def disconnect(self, code: int) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         if self.identity is None:
             return
         open_websockets.dec()
@@ -184,7 +187,10 @@ class EventConsumer(AsyncWebsocketConsumer):
         self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
         with contextlib.suppress(StopConsumer):
-            await _dispatch_loop(receive, self.channel_receive, self.dispatch)
+            await _dispatch_loop(receive, self.channel_receive, self.dispatch, self._set_inject)
+
+    def _set_inject(self, put: Callable[[int, Any], None]) -> None:
+        self._inject = put
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' ``dispatch`` without its ``close_old_connections`` hop before every message.
@@ -201,10 +207,82 @@ class EventConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     # --- messages from the channel layer -----------------------------------------------------
+    # A stored event's frame whose cursor jumps past the next one this socket expects is held
+    # back for up to REALTIME_REORDER_HOLD_MS, waiting for the ones before it: two processes'
+    # doorbells may reach this one in either order (this process's own come straight, the
+    # others' through Redis), and a device that sees a jump syncs. If the missing frame does
+    # not come (Pub/Sub dropped it), the held ones go out in order at the deadline and the
+    # device syncs as before. Ephemeral frames (no cursor) and late ones go out at once.
+    _sent_cursor: int | None = None  # the highest cursor sent on this socket
+    _held: dict[int, str] | None = None  # cursor -> frame text, held back
+    _hold_timer: asyncio.TimerHandle | None = None
+    _inject: Callable[[int, Any], None] | None = None  # puts a message into the dispatch loop
+
     async def event_push(self, message: dict[str, Any]) -> None:
         # From a batch (superapp.core.layers) the frame's JSON was written once, by the publisher.
         text = message.get("text")
-        await self.send(text_data=text if text is not None else frames.dumps(message["event"]))
+        if text is None:
+            event = message["event"]
+            text = frames.dumps(event)
+            cursor = event.get("cursor") if type(event) is dict else None
+        else:
+            cursor = message.get("cursor")
+        if type(cursor) is not int:
+            await self.send(text_data=text)
+            return
+        for out in self._in_order(cursor, text):
+            await self.send(text_data=out)
+
+    def _in_order(self, cursor: int, text: str) -> list[str]:
+        """The frames to send now, in order, given a stored event's frame (state updated here,
+        before any send, so that a send's await never lets another path reorder them)."""
+        last = self._sent_cursor
+        if (
+            last is not None
+            and cursor > last + 1
+            and settings.REALTIME_REORDER_HOLD_MS > 0
+            and self._inject is not None  # (the dispatch loop that releases them is running)
+        ):
+            if self._held is None:
+                self._held = {}
+            self._held[cursor] = text
+            if self._hold_timer is None:
+                self._hold_timer = asyncio.get_running_loop().call_later(
+                    settings.REALTIME_REORDER_HOLD_MS / 1000, self._hold_expired
+                )
+            return []
+        if last is not None and cursor <= last:
+            return [text]  # a late or repeated frame: the device ignores what it has
+        out = [text]
+        last = cursor
+        held = self._held
+        while held and last + 1 in held:
+            last += 1
+            out.append(held.pop(last))
+        self._sent_cursor = last
+        if not held and self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        return out
+
+    def _hold_expired(self) -> None:
+        """The hold's deadline: the held frames go out through the dispatch loop, in turn with
+        the frames that came before (a send from here could overtake them)."""
+        self._hold_timer = None
+        if self._held and self._inject is not None:
+            self._inject(_CHANNEL, {"type": "event.release"})
+
+    async def event_release(self, message: dict[str, Any]) -> None:
+        held, self._held = self._held, None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if not held:  # the missing frame came meanwhile
+            return
+        ordered = sorted(held)
+        self._sent_cursor = max(self._sent_cursor or 0, ordered[-1])
+        for cursor in ordered:
+            await self.send(text_data=held[cursor])
 
     async def session_revoked(self, message: dict[str, Any]) -> None:
         with translation.override(self.language):
@@ -374,6 +452,7 @@ async def _dispatch_loop(
     receive: Callable[[], Awaitable[dict[str, Any]]],
     channel_receive: Callable[[], Awaitable[dict[str, Any]]],
     dispatch: Callable[[dict[str, Any]], Awaitable[None]],
+    expose_put: Callable[[Callable[[int, Any], None]], None] | None = None,
 ) -> None:
     """Channels' ``await_many_dispatch([receive, channel_receive], dispatch)``, cheaper per message.
 
@@ -419,6 +498,8 @@ async def _dispatch_loop(
                 raise
             put(_CHANNEL, message)
 
+    if expose_put is not None:  # the consumer's own messages (event.release), in turn with the others
+        expose_put(put)
     pumps = [asyncio.ensure_future(client_pump()), asyncio.ensure_future(channel_pump())]
     try:
         while True:

@@ -23,8 +23,10 @@ and one decode less between a commit and the frames of the sockets it has itself
 
 Messages keep their order: one batch's in its order; batches of one process in the order they
 were published (to its own sockets) or reached Redis (to the others'), and each socket reads its
-own queue in order. Two processes' batches may reach a socket in either order, as two
-publishers' could always reach Redis. The layer stays a doorbell: Pub/Sub is at-most-once, a process
+own queue in order. Two processes' batches may reach a socket in either order (an earlier batch
+of another process can still be on its way through Redis when this process's own is handed
+over): the socket holds a stored event's frame that jumps ahead for a moment, waiting for the
+ones before it (``EventConsumer.event_push``, ``REALTIME_REORDER_HOLD_MS``). The layer stays a doorbell: Pub/Sub is at-most-once, a process
 that is not subscribed at the moment (starting, reconnecting) misses the batch, and a device
 that sees a gap in cursors syncs. Any other layer (the in-memory one of the embedded default and
 the tests, the list-based ``redis`` one) gets one ``group_send`` per group instead.
@@ -36,6 +38,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -105,7 +108,7 @@ class _BatchSink:
 
     def __init__(self, layer: _BatchLoopLayer) -> None:
         self.layer = layer
-        self.local_ids: set[str] = set()
+        self.local_ids: dict[str, None] = {}  # (an ordered set: the oldest is evicted first)
 
     def put_nowait(self, raw: bytes) -> None:
         try:
@@ -116,16 +119,16 @@ class _BatchSink:
             return
         local_id = batch.get("local")
         if local_id is not None and local_id in self.local_ids:
-            self.local_ids.discard(local_id)  # delivered here already, when it was published
+            del self.local_ids[local_id]  # delivered here already, when it was published
             return
         self._fan_out(items)
 
     def deliver_local(self, items: Sequence[Sequence[Any]], local_id: str) -> None:
-        """A batch published by a thread of this process, on this loop (before its ``PUBLISH``
-        was sent, so always before its copy from Redis can be read)."""
+        """A batch published by a thread of this process, on this loop (handed over before its
+        ``PUBLISH`` was sent, so always before its copy from Redis can be read)."""
         if len(self.local_ids) >= _LOCAL_IDS_MAX:  # copies lost on the way (a Redis failure)
-            self.local_ids.clear()
-        self.local_ids.add(local_id)
+            del self.local_ids[next(iter(self.local_ids))]
+        self.local_ids[local_id] = None
         self._fan_out(items)
 
     def _fan_out(self, items: Sequence[Sequence[Any]]) -> None:
@@ -226,23 +229,30 @@ class BatchPubSubChannelLayer(RedisPubSubChannelLayer):
         client, channel = self._batch_target()
         wire = _wire_items(items)
         batch: dict[str, Any] = {"items": wire}
-        sinks = self._local_sinks()
-        if sinks:
-            batch["local"] = local_id = f"{self._local_prefix}{next(self._local_count)}"
-            for loop, sink in sinks:
-                with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
-                    loop.call_soon_threadsafe(sink.deliver_local, wire, local_id)
-        client.publish(channel, self.serialize(batch))
+        loops = self._loops_with_sockets()
+        if loops:
+            batch["local"] = local_id = f"{self._local_prefix}{os.getpid()}:{next(self._local_count)}"
+        payload = self.serialize(batch)  # (first: a batch that cannot be sent goes nowhere)
+        for loop in loops:
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
+                loop.call_soon_threadsafe(self._deliver_local, loop, wire, local_id)
+        client.publish(channel, payload)
 
-    def _local_sinks(self) -> list[tuple[asyncio.AbstractEventLoop, _BatchSink]]:
-        """The batch sinks of this process's event loops (those with sockets), other than the
-        calling thread's own loop (a publisher is never on a loop: see ``group_send_many``)."""
-        out = []
-        for loop, layer in list(self._layers.items()):
-            sink = layer.channels.get(layer.batch_channel)
-            if isinstance(sink, _BatchSink) and not loop.is_closed():
-                out.append((loop, sink))
-        return out
+    def _loops_with_sockets(self) -> list[asyncio.AbstractEventLoop]:
+        """This process's event loops whose layer has a batch sink (a socket joined a group)."""
+        return [
+            loop
+            for loop, layer in list(self._layers.items())
+            if isinstance(layer.channels.get(layer.batch_channel), _BatchSink) and not loop.is_closed()
+        ]
+
+    def _deliver_local(self, loop: asyncio.AbstractEventLoop, wire: list[list[Any]], local_id: str) -> None:
+        """On ``loop``: hand the batch to its layer's sink as it is now (after a flush, the new
+        one, which then drops the copy from Redis; none: the copy, if it comes, is delivered)."""
+        layer = self._layers.get(loop)
+        sink = layer.channels.get(layer.batch_channel) if layer is not None else None
+        if isinstance(sink, _BatchSink):
+            sink.deliver_local(wire, local_id)
 
 
 def _wire_items(items: Sequence[GroupMessage]) -> list[list[Any]]:
@@ -250,6 +260,10 @@ def _wire_items(items: Sequence[GroupMessage]) -> list[list[Any]]:
     out: list[list[Any]] = []
     for group, message in items:
         if message.get("type") == "event.push" and "event" in message and len(message) == 2:
-            message = {"type": "event.push", "text": writer.envelope(message["event"])}
+            event = message["event"]
+            message = {"type": "event.push", "text": writer.envelope(event)}
+            cursor = event.get("cursor") if type(event) is dict else None
+            if type(cursor) is int:  # a stored event's: the socket keeps these in order
+                message["cursor"] = cursor
         out.append([group, message])
     return out

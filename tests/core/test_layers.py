@@ -90,7 +90,9 @@ def test_one_publish_reaches_each_groups_local_channels_in_order(batch_layer, mo
     assert _decoded(laptop) == [*cursors, {"type": "session.revoked"}]
     assert _decoded(other) == [{"type": "event.push", "event": _envelope(7)}]
     assert stranger == []
-    assert all(set(m) == {"type", "text"} for m in phone + other)
+    # with the cursor beside the text, for the socket's ordering (consumers.EventConsumer)
+    assert all(set(m) == {"type", "text", "cursor"} for m in phone + other)
+    assert [m["cursor"] for m in phone] == [1, 2, 3]
 
 
 def _envelope(cursor):
@@ -150,7 +152,7 @@ def test_own_sockets_get_a_batch_once_straight_and_other_processes_from_redis(ba
     assert _decoded(mine) == cursors  # once: the copy from Redis was dropped
     assert _decoded(theirs) == cursors  # the other process: from Redis
     assert len(sent) == 1 and sent[0]["local"]  # the published batch said it was delivered here
-    assert pending == set()  # and its copy came back and was recognised
+    assert pending == {}  # and its copy came back and was recognised
 
 
 def test_own_sockets_get_a_batch_even_when_redis_fails(batch_layer, monkeypatch, caplog):
@@ -213,3 +215,79 @@ def test_the_default_channel_prefix_names_the_redis_database(url, expected, tmp_
     result = run_python(probe, env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == expected
+
+
+# --- local delivery's edge cases (found by a review) ----------------------------------------
+def _cursors(messages):
+    return [json.loads(m["text"])["cursor"] for m in messages if "text" in m]
+
+
+def _push(cursor):
+    return ("user.1", {"type": "event.push", "event": _envelope(cursor)})
+
+
+def test_a_full_set_of_local_ids_forgets_the_oldest_not_a_batch_in_flight(batch_layer, monkeypatch):
+    monkeypatch.setattr(layers, "_LOCAL_IDS_MAX", 3)
+
+    async def scenario():
+        mine = await batch_layer.new_channel()
+        await batch_layer.group_add("user.1", mine)
+        layer = batch_layer._get_layer()
+        sink = layer.channels[layer.batch_channel]
+        sink.local_ids.update({"lost:1": None, "lost:2": None})  # copies that never came back
+
+        def publishers():
+            batch_layer.publish_batch([_push(1)])
+            batch_layer.publish_batch([_push(2)])
+
+        # Both handed over while the loop is blocked, before either copy can be read.
+        thread = threading.Thread(target=publishers)
+        thread.start()
+        thread.join()
+        return await _drain(batch_layer, mine)
+
+    assert _cursors(async_to_sync(scenario)()) == [1, 2]  # once each
+
+
+def test_a_flush_between_the_listing_and_the_handover_delivers_once(batch_layer, monkeypatch):
+    listed, go_on = threading.Event(), threading.Event()
+    real = BatchPubSubChannelLayer._loops_with_sockets
+
+    def slow(self):
+        out = real(self)
+        listed.set()
+        go_on.wait(5)
+        return out
+
+    monkeypatch.setattr(BatchPubSubChannelLayer, "_loops_with_sockets", slow)
+
+    async def scenario():
+        first = await batch_layer.new_channel()
+        await batch_layer.group_add("user.1", first)
+        loop = asyncio.get_running_loop()
+        publishing = loop.run_in_executor(None, batch_layer.publish_batch, [_push(1)])
+        await loop.run_in_executor(None, listed.wait)
+        await batch_layer.flush()  # the loop's layer starts afresh; a socket opens again
+        again = await batch_layer.new_channel()
+        await batch_layer.group_add("user.1", again)
+        go_on.set()
+        await publishing
+        return await _drain(batch_layer, again)
+
+    assert _cursors(async_to_sync(scenario)()) == [1]
+
+
+def test_a_batch_that_cannot_be_encoded_goes_nowhere(batch_layer, caplog):
+    class Odd:
+        pass
+
+    async def scenario():
+        mine = await batch_layer.new_channel()
+        await batch_layer.group_add("user.1", mine)
+        await asyncio.get_running_loop().run_in_executor(
+            None, group_send_many, [("user.1", {"type": "session.revoked", "odd": Odd()})]
+        )
+        return await _drain(batch_layer, mine)
+
+    assert async_to_sync(scenario)() == []  # not to this process's sockets alone either
+    assert "lost" in caplog.text

@@ -231,3 +231,54 @@ async def test_many_events_arrive_in_cursor_order(alice):
     assert cursors == list(range(1, 51))
     await asyncio.sleep(0)
     await ws.disconnect()
+
+
+# --- a socket keeps stored events in cursor order: two processes' doorbells may reach its
+# process in either order (its own come straight, the others' through Redis) -----------------
+async def _ring(user, *cursors):
+    """Doorbells for stored events of ``user``, straight to the channel layer, in this order."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    for cursor in cursors:
+        envelope = {"type": "test.event", "cursor": cursor, "data": {"n": cursor}}
+        await layer.group_send(events.user_group(user.pk), {"type": "event.push", "event": envelope})
+
+
+async def test_a_frame_that_jumps_ahead_waits_for_the_ones_before_it(alice, settings):
+    settings.REALTIME_REORDER_HOLD_MS = 60_000  # (held until the missing ones come)
+    ws = await open_socket(alice)
+    await _ring(alice, 1, 3, 4, 2, 5, 4)
+    frames = [await ws.receive_json_from(timeout=5) for _ in range(6)]
+    # 3 and 4 waited for 2; the repeated 4 (stale) goes out as it is, the device ignores it
+    assert [f["cursor"] for f in frames] == [1, 2, 3, 4, 5, 4]
+    # ephemeral frames (no cursor) are never held
+    await _ring(alice, 7)  # 6 is missing: held
+    from channels.layers import get_channel_layer
+
+    await get_channel_layer().group_send(
+        events.user_group(alice.pk), {"type": "event.push", "event": {"type": "typing", "data": {}}}
+    )
+    assert (await ws.receive_json_from(timeout=5))["type"] == "typing"
+    await _ring(alice, 6)
+    assert [(await ws.receive_json_from(timeout=5))["cursor"] for _ in range(2)] == [6, 7]
+    await ws.disconnect()
+
+
+async def test_held_frames_go_out_in_order_when_the_missing_one_never_comes(alice, settings):
+    settings.REALTIME_REORDER_HOLD_MS = 50
+    ws = await open_socket(alice)
+    await _ring(alice, 1, 4, 3)  # 2 was dropped on the way (Pub/Sub is at-most-once)
+    frames = [await ws.receive_json_from(timeout=5) for _ in range(3)]
+    assert [f["cursor"] for f in frames] == [1, 3, 4]  # in order, after the hold; the device syncs
+    await _ring(alice, 5)  # and the socket goes on from the highest sent
+    assert (await ws.receive_json_from(timeout=5))["cursor"] == 5
+    await ws.disconnect()
+
+
+async def test_without_a_hold_frames_go_out_as_they_come(alice, settings):
+    settings.REALTIME_REORDER_HOLD_MS = 0
+    ws = await open_socket(alice)
+    await _ring(alice, 1, 3, 2)
+    assert [(await ws.receive_json_from(timeout=5))["cursor"] for _ in range(3)] == [1, 3, 2]
+    await ws.disconnect()
