@@ -217,8 +217,11 @@ class EventConsumer(AsyncWebsocketConsumer):
     _held: dict[int, str] | None = None  # cursor -> frame text, held back
     _hold_timer: asyncio.TimerHandle | None = None
     _inject: Callable[[int, Any], None] | None = None  # puts a message into the dispatch loop
+    _closed = False  # closed by the server (session.revoked): channel messages are dropped
 
     async def event_push(self, message: dict[str, Any]) -> None:
+        if self._closed:  # (queued behind a session.revoked that closed the socket)
+            return
         # From a batch (superapp.core.layers) the frame's JSON was written once, by the publisher.
         text = message.get("text")
         if text is None:
@@ -273,18 +276,29 @@ class EventConsumer(AsyncWebsocketConsumer):
             self._inject(_CHANNEL, {"type": "event.release"})
 
     async def event_release(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        for text in self._release_held():  # (none: the missing frame came meanwhile)
+            await self.send(text_data=text)
+
+    def _release_held(self) -> list[str]:
+        """The held frames, in cursor order, as sent from now on (the hold ends)."""
         held, self._held = self._held, None
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        if not held:  # the missing frame came meanwhile
-            return
+        if not held:
+            return []
         ordered = sorted(held)
         self._sent_cursor = max(self._sent_cursor or 0, ordered[-1])
-        for cursor in ordered:
-            await self.send(text_data=held[cursor])
+        return [held[cursor] for cursor in ordered]
 
     async def session_revoked(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        for text in self._release_held():  # (the revocation's own event may be among them)
+            await self.send(text_data=text)
+        self._closed = True  # nothing more goes out on this socket after the close below
         with translation.override(self.language):
             await self.send_json(
                 {"type": "error", **error_body("session_revoked", _("This login session was ended."))}

@@ -282,3 +282,96 @@ async def test_without_a_hold_frames_go_out_as_they_come(alice, settings):
     await _ring(alice, 1, 3, 2)
     assert [(await ws.receive_json_from(timeout=5))["cursor"] for _ in range(3)] == [1, 3, 2]
     await ws.disconnect()
+
+
+async def _outputs(ws, wait=0.3):
+    """What the app sent within ``wait`` seconds (read without asgiref's cancel-on-timeout)."""
+    await asyncio.sleep(wait)
+    out = []
+    while not ws.output_queue.empty():
+        out.append(ws.output_queue.get_nowait())
+    return out
+
+
+def _summary(outputs):
+    """Each output as its cursor, its frame type, or the ASGI message type (a close)."""
+    out = []
+    for message in outputs:
+        if message["type"] == "websocket.send":
+            frame = json.loads(message["text"])
+            out.append(frame.get("cursor", frame["type"]))
+        else:
+            out.append(message["type"])
+    return out
+
+
+async def test_the_production_layers_frames_are_held_in_order_too(alice, settings):
+    """Through the Pub/Sub batch layer (the cursor travels beside the pre-written frame text)."""
+    from channels.layers import channel_layers
+
+    from superapp.core.layers import BatchPubSubChannelLayer, group_send_many
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "superapp.core.layers.BatchPubSubChannelLayer",
+            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"test-hold-{alice.pk}-{id(settings)}"},
+        }
+    }
+    channel_layers.backends.pop("default", None)
+    settings.REALTIME_REORDER_HOLD_MS = 60_000
+    try:
+        from channels.layers import get_channel_layer
+
+        assert isinstance(get_channel_layer(), BatchPubSubChannelLayer)
+        ws = await open_socket(alice)
+        loop = asyncio.get_running_loop()
+        for cursor in (1, 3, 2):
+            envelope = {"type": "test.event", "cursor": cursor, "data": {"n": cursor}}
+            push = [(events.user_group(alice.pk), {"type": "event.push", "event": envelope})]
+            await loop.run_in_executor(None, group_send_many, push)
+        assert [(await ws.receive_json_from(timeout=5))["cursor"] for _ in range(3)] == [1, 2, 3]
+        await ws.disconnect()
+    finally:
+        channel_layers.backends.pop("default", None)
+
+
+async def test_a_revoked_session_gets_its_held_frames_then_the_close_and_nothing_after(alice, settings):
+    from channels.layers import get_channel_layer
+
+    settings.REALTIME_REORDER_HOLD_MS = 60_000
+    ws = await open_socket(alice)
+    await _ring(alice, 1, 3)  # 2 is lost: 3 is held
+    await get_channel_layer().group_send(
+        events.session_group(ws.tokens["session_id"]), {"type": "session.revoked"}
+    )
+    await _ring(alice, 4)  # queued behind the revocation: never sent on the closed socket
+    out = []
+    while not out or out[-1]["type"] != "websocket.close":
+        out.append(await ws.receive_output(timeout=5))
+    out += await _outputs(ws)
+    assert _summary(out) == [1, 3, "error", "websocket.close"]
+    await ws.send_input({"type": "websocket.disconnect", "code": 4003})
+
+
+async def test_a_socket_closed_with_held_frames_leaves_no_timer(alice, settings):
+    from superapp.core.consumers import EventConsumer
+
+    settings.REALTIME_REORDER_HOLD_MS = 60_000
+    timers = []
+    real = EventConsumer._in_order
+
+    def watching(self, cursor, text):
+        out = real(self, cursor, text)
+        if self._hold_timer is not None:
+            timers.append(self._hold_timer)
+        return out
+
+    EventConsumer._in_order = watching
+    try:
+        ws = await open_socket(alice)
+        await _ring(alice, 1, 3)
+        assert (await ws.receive_json_from(timeout=5))["cursor"] == 1
+        await ws.disconnect()
+    finally:
+        EventConsumer._in_order = real
+    assert timers and all(t.cancelled() for t in timers)
