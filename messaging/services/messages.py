@@ -209,11 +209,11 @@ def _checked_send(
 def _send_alone(send: _Send, *, lock_timeout: bool = False) -> SendResult:
     try:
         with transaction.atomic():
+            if lock_timeout:  # (a lone send on a batch's thread: see message_send_many)
+                _batch_lock_timeout()
             return _send(
-                send.sender_id, send.client_msg_id, send.draft, send.conversation_id, send.to_user_id,
-                # (a lone send on a batch's thread: see message_send_many)
-                lock_timeout=_batch_lock_timeout_value() if lock_timeout else None,
-            )  # fmt: skip
+                send.sender_id, send.client_msg_id, send.draft, send.conversation_id, send.to_user_id
+            )
     except IntegrityError:
         # Another send with this client_msg_id committed first (the unique constraint decided).
         return SendResult(
@@ -318,17 +318,14 @@ def message_send_many(
     return outcomes
 
 
-def _batch_lock_timeout_value() -> str:
-    return f"{int(settings.MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS)}ms"
-
-
-def _batch_lock_timeout(value: str | None = None) -> None:
-    """Inside a transaction: lock waits of its statements end after ``value`` (default
-    ``MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS``; lock_not_available, 55P03), on PostgreSQL."""
+def _batch_lock_timeout() -> None:
+    """Inside a transaction: lock waits of its statements end after
+    ``MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS`` (lock_not_available, 55P03), on PostgreSQL."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT set_config('lock_timeout', %s, true)", [value or _batch_lock_timeout_value()]
+                "SELECT set_config('lock_timeout', %s, true)",
+                [f"{int(settings.MESSAGING_SEND_BATCH_LOCK_TIMEOUT_MS)}ms"],
             )
 
 
@@ -479,15 +476,10 @@ def _send(
     to_user_id: int | None,
     *,
     shared: _Shared | None = None,
-    lock_timeout: str | None = None,
 ) -> SendResult:
-    """``lock_timeout``: the transaction's lock waits end after it (PostgreSQL; set before the
-    first lock, in the claim's round trip where there is one)."""
     specs: list[core_events.EventSpec] = []
     claimed = False
     if to_user_id is not None:
-        if lock_timeout is not None:
-            _batch_lock_timeout(lock_timeout)
         conv, created = _direct_conversation(sender_id=sender_id, peer_id=to_user_id)
         conversation_id = conv.pk
         r = _core.roster(conv.pk, user_id=sender_id)
@@ -501,16 +493,7 @@ def _send(
         # The fast lane: one statement locks the conversation, checks membership, takes the
         # number and moves my read mark; a direct chat needs no member query (nobody leaves it).
         assert conversation_id is not None
-        if lock_timeout is None:
-            conv = _core.claim_seq(conversation_id, reader_id=sender_id)
-        else:
-            # The timeout, then the claim, in one round trip (psycopg 3's pipeline): the timeout
-            # is a statement of its own, done before the claim starts, so it also bounds the
-            # waits for the claim's table locks (taken before the statement runs: a migration's
-            # ALTER TABLE or CREATE INDEX holds them).
-            with pipeline():
-                _batch_lock_timeout(lock_timeout)
-                conv = _core.claim_seq(conversation_id, reader_id=sender_id)
+        conv = _core.claim_seq(conversation_id, reader_id=sender_id)
         if conv.kind == Conversation.Kind.DIRECT:
             r = _core.direct_roster(conv)
         else:

@@ -61,7 +61,7 @@ def test_a_batch_of_plain_sends_takes_two_pipelines_between_begin_and_commit(ali
     assert counted == (4 if pipelining else 10)
 
 
-def test_a_lone_send_on_a_batch_thread_sends_its_lock_timeout_with_its_claim(alice, bob, settings):
+def test_a_lone_send_on_a_batch_thread_is_seven_round_trips(alice, bob, settings):
     settings.MESSAGING_PUSH_ENABLED = False
     ab = direct(alice, bob)
 
@@ -70,14 +70,14 @@ def test_a_lone_send_on_a_batch_thread_sends_its_lock_timeout_with_its_claim(ali
 
     with RoundTrips() as trips, trips.django_connection():
         lone("warm")
-        pipelining = _pipelining()
         trips.reset()
         outcomes = lone("lone")
         counted = trips.count
     assert outcomes[0].created
-    # psycopg 3: BEGIN, [lock timeout, claim], relation check, INSERT, publish, COMMIT. psycopg2:
-    # the lock timeout is a round trip of its own.
-    assert counted == (6 if pipelining else 7)
+    # BEGIN, the lock timeout, the claim, the relation check, INSERT, publish, COMMIT, with either
+    # driver. (The lock timeout in one psycopg 3 pipeline with the claim saved a round trip but
+    # cost more in psycopg's pipeline machinery than it saved: BENCHMARKS.md "Messaging".)
+    assert counted == 7
 
 
 @pytest.mark.parametrize("guess", ["another pair", "a group"])
