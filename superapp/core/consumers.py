@@ -479,7 +479,8 @@ async def _dispatch_loop(
     that feeds an inbox: a channel message costs two task steps. It matters when one group
     message rings hundreds of sockets of one process: asyncio runs ready tasks in order, so
     the first socket's frame leaves only after the whole batch has gone through the steps
-    before the send.
+    before the send. ``expose_put`` receives the inbox's ``put`` (the consumer's own messages,
+    such as ``event.release``, then take their turn with the others).
     """
     loop = asyncio.get_running_loop()
     inbox: deque[tuple[int, Any]] = deque()  # (_CLIENT | _CHANNEL | _FAILED, message or exception)

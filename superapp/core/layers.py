@@ -26,9 +26,9 @@ were published (to its own sockets) or reached Redis (to the others'), and each 
 own queue in order. Two processes' batches may reach a socket in either order (an earlier batch
 of another process can still be on its way through Redis when this process's own is handed
 over): the socket holds a stored event's frame that jumps ahead for a moment, waiting for the
-ones before it (``EventConsumer.event_push``, ``REALTIME_REORDER_HOLD_MS``). The layer stays a doorbell: Pub/Sub is at-most-once, a process
-that is not subscribed at the moment (starting, reconnecting) misses the batch, and a device
-that sees a gap in cursors syncs. Any other layer (the in-memory one of the embedded default and
+ones before it (``EventConsumer.event_push``, ``REALTIME_REORDER_HOLD_MS``). The layer stays a
+doorbell: Pub/Sub is at-most-once, a process that is not subscribed at the moment (starting,
+reconnecting) misses the batch, and a device that sees a gap in cursors syncs. Any other layer (the in-memory one of the embedded default and
 the tests, the list-based ``redis`` one) gets one ``group_send`` per group instead.
 """
 
