@@ -32,9 +32,8 @@ def terminate(pid: int) -> None:
 # A production process with a pool of exactly one connection: the server ends it between two
 # "requests"; the second must get a fresh connection from the check, not an error.
 POOL_PROBE = """
-import django, json, time, psycopg
+import django, json
 django.setup()
-from django.conf import settings
 from django.db import connection
 c = connection.cursor(); c.execute("SELECT pg_backend_pid()"); pid = c.fetchone()[0]; c.close()
 connection.close()  # back to the pool
