@@ -9,8 +9,9 @@ Ordering and sync rest on two sequences:
   membership change a user must see is stored there too, with that user's cursor.
 
 Unread counts cost no write per recipient: unread = ``conversation.last_seq -
-member.last_read_seq`` (sending a message moves the sender's own read mark, so one's own
-messages never count).
+member.last_read_seq``, less the messages after the mark hidden from the member
+(``selectors.hidden_unread``); sending a message moves the sender's own read mark, so one's own
+messages never count.
 """
 
 from __future__ import annotations
@@ -169,6 +170,14 @@ class Message(models.Model):
                 name="messaging_message_client_id_unique",
             ),
             models.CheckConstraint(condition=Q(seq__gt=0), name="messaging_message_seq_gt_0"),
+        ]
+        indexes = [
+            # System lines only (joins, renames, a payment's notice lines): a newcomer's unread
+            # count subtracts the notice lines it cannot see (selectors.hidden_unread) without
+            # reading every unread message. Messages of other kinds add no entry.
+            models.Index(
+                fields=["conversation", "seq"], condition=Q(kind="system"), name="messaging_message_system"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -36,12 +36,12 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from . import presence
+from . import presence, selectors
 from .models import Member, Message, UserSettings
 
 logger = logging.getLogger(__name__)
@@ -243,13 +243,17 @@ def pending_for(user_id: int) -> tuple[list[Pending], int]:
 
 
 def badge_for(user_id: int) -> int:
-    """Unread messages over the user's unmuted conversations (the app icon's number)."""
-    total = (
-        Member.objects.filter(user_id=user_id, left_at__isnull=True, muted=False)
-        .aggregate(n=Sum(F("conversation__last_seq") - F("last_read_seq")))
-        .get("n")
+    """Unread messages over the user's unmuted conversations (the app icon's number), counted as
+    the conversation list counts them (``selectors.unread``). Two queries."""
+    behind = list(
+        Member.objects.filter(
+            user_id=user_id, left_at__isnull=True, muted=False, conversation__last_seq__gt=F("last_read_seq")
+        ).select_related("conversation")
     )
-    return max(int(total or 0), 0)
+    hidden = selectors.hidden_unread(behind, user_id=user_id)
+    for m in behind:
+        m.hidden_unread = hidden.get(m.conversation_id, 0)  # type: ignore[attr-defined]
+    return sum(selectors.unread(m) for m in behind)
 
 
 def build(pending: list[Pending], *, show_preview: bool, badge: int) -> dict[str, Any]:

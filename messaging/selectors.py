@@ -1,7 +1,8 @@
 """Messaging's read interface. Every read checks membership: a non-member gets 404, never a hint.
 
 Query counts are pinned by tests: the conversation list is 3 queries a page whatever its size
-(memberships with their conversations, last messages, direct peers), history and search 1-2.
+(memberships with their conversations, last messages, direct peers), 4 when something is unread
+(the hidden messages the unread counts leave out), history and search 1-2.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils.translation import gettext as _
 
 from accounts import selectors as account_selectors
@@ -45,7 +46,8 @@ def conversation_list(*, user_id: int) -> QuerySet[Member]:
 
 
 def decorate(members: Sequence[Member], *, user_id: int) -> None:
-    """Attach ``last_message`` and, for direct chats, ``peer`` to each membership (2 queries)."""
+    """Attach ``last_message``, ``hidden_unread`` (:func:`hidden_unread`) and, for direct chats,
+    ``peer`` to each membership (2 queries, 3 when something is unread)."""
     pairs = [
         (m.conversation_id, m.conversation.last_seq)
         for m in members
@@ -66,12 +68,14 @@ def decorate(members: Sequence[Member], *, user_id: int) -> None:
             .exclude(user_id=user_id)
             .select_related("user")
         }
+    hidden = hidden_unread(members, user_id=user_id)
     for m in members:
         found = last.get(m.conversation_id)
         if found is not None and about_unseen(found, joined_seq=m.joined_seq):
             found = None
         m.last_message = found  # type: ignore[attr-defined]
         m.peer = peers.get(m.conversation_id)  # type: ignore[attr-defined]
+        m.hidden_unread = hidden.get(m.conversation_id, 0)  # type: ignore[attr-defined]
 
 
 def direct_message_check(*, sender_id: int, peer_id: int) -> None:
@@ -447,7 +451,52 @@ def presence_get(*, viewer_id: int, user_ids: Iterable[int]) -> list[dict[str, A
 
 
 def unread(member: Member) -> int:
-    return max(member.conversation.last_seq - member.last_read_seq, 0)
+    """The member's unread messages: those after the read mark, less the ones hidden from them
+    (``hidden_unread``, attached by :func:`decorate`)."""
+    behind = member.conversation.last_seq - member.last_read_seq
+    return max(behind - getattr(member, "hidden_unread", 0), 0)
+
+
+def hidden_unread(members: Sequence[Member], *, user_id: int) -> dict[int, int]:
+    """Per conversation, how many messages after each membership's read mark the user does not
+    see (:func:`history`'s rules): deleted for them, or a payment's notice line about a bubble from
+    before they joined (``about_unseen``). Unread counts are the distance to the last seq, so
+    these are what they subtract. One query, none when nothing is unread. It reads the user's own
+    hidden rows (``HiddenMessage``) and, for newcomers to a group, the system lines through their
+    partial index: never every unread message."""
+    behind = [m for m in members if m.conversation.last_seq > m.last_read_seq]
+    if not behind:
+        return {}
+    after_mark = Q()
+    for m in behind:
+        after_mark |= Q(message__conversation_id=m.conversation_id, message__seq__gt=m.last_read_seq)
+    counts = (
+        HiddenMessage.objects.filter(after_mark, user_id=user_id)
+        .values("message__conversation_id")
+        .annotate(n=Count("pk"))
+        .values_list("message__conversation_id", "n")
+    )
+    newcomers = [m for m in behind if m.joined_seq > 0]
+    if newcomers:
+        unseen_lines = Q()
+        for m in newcomers:
+            unseen_lines |= Q(
+                conversation_id=m.conversation_id,
+                seq__gt=m.last_read_seq,
+                content__message_seq__lte=m.joined_seq,
+            )
+        counts = counts.union(
+            Message.objects.filter(unseen_lines, kind=Message.Kind.SYSTEM, content__has_key="message_seq")
+            .exclude(Exists(HiddenMessage.objects.filter(user_id=user_id, message_id=OuterRef("pk"))))
+            .values("conversation_id")
+            .annotate(n=Count("pk"))
+            .values_list("conversation_id", "n"),
+            all=True,
+        )
+    out: dict[int, int] = {}
+    for conv_id, n in counts:
+        out[conv_id] = out.get(conv_id, 0) + n
+    return out
 
 
 def mentioned(member: Member) -> bool:

@@ -195,8 +195,9 @@ def payment_message_update(
             r, actor_id=actor_id, event=notice, **{f"{kind}_id": object_id, "message_seq": msg.seq}
         )
         specs.append(core_events.EventSpec(viewers, events.MESSAGE_NEW, events.message(line)))
-        # The members who cannot see the line would count it as unread for good (unread is the
-        # distance to the last seq): those who had read everything before it have read it too.
+        # The members who cannot see the line and had read everything before it have read it too:
+        # their read mark moves past it (their unread counts leave it out either way,
+        # selectors.hidden_unread, but a mark short of the last seq would stay there for good).
         # The conversation row is locked: no message came between. Their rows are locked first,
         # so a read in progress (conversation_mark_read locks the row too) is waited for and its
         # mark seen; a read that comes after finds the line and moves past it itself.

@@ -53,3 +53,29 @@ def drop_redundant_fk_index(
         state_operations=[migrations.AlterField(model_name=model_name, name=field, field=field_definition)],
         database_operations=[migrations.RunPython(forward, backward, elidable=False)],
     )
+
+
+def add_index_concurrently(app_label: str, model_name: str, index: Any) -> migrations.Operation:
+    """``AddIndex``, built ``CONCURRENTLY`` on PostgreSQL (the migration must be ``atomic =
+    False``) so that writers to a hot table are not queued behind the build's lock; a plain
+    ``CREATE INDEX`` elsewhere (the embedded SQLite). Django's own ``AddIndexConcurrently`` is
+    PostgreSQL-only."""
+
+    def run(apps: Any, schema_editor: Any, *, add: bool) -> None:
+        model = apps.get_model(app_label, model_name)
+        how = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
+        if add:
+            schema_editor.add_index(model, index, **how)
+        else:
+            schema_editor.remove_index(model, index, **how)
+
+    return migrations.SeparateDatabaseAndState(
+        state_operations=[migrations.AddIndex(model_name=model_name, index=index)],
+        database_operations=[
+            migrations.RunPython(
+                lambda apps, editor: run(apps, editor, add=True),
+                lambda apps, editor: run(apps, editor, add=False),
+                elidable=False,
+            )
+        ],
+    )

@@ -78,7 +78,8 @@ def test_conversation_list_has_last_message_unread_and_mentions(client_for, alic
     client = client_for(alice)
     with CaptureQueriesContext(connection) as queries:
         body = client.get("/api/v1/messaging/conversations").json()
-    assert len(queries) == 4  # session+user, page, last messages, direct peers
+    # session+user, page, last messages, direct peers, the hidden messages among the unread
+    assert len(queries) == 5
     items = body["results"]
     assert [i["conversation"]["id"] for i in items] == [g.pk, d.pk]  # most recent activity first
     trip, chat = items
@@ -246,7 +247,10 @@ def test_reading_the_last_message_i_can_see_leaves_nothing_unread(client_for, al
     client = client_for(bob)
     url = f"/api/v1/messaging/conversations/{conv.pk}/read"
     assert client.post(url, {"seq": 2}, format="json").json()["last_read_seq"] == 2  # seq 3 unseen
-    assert client.get(f"/api/v1/messaging/conversations/{conv.pk}").json()["unread_count"] == 3
+    # Unread: seq 3 only (4 and 5 are hidden from me), in the list as in the conversation.
+    assert client.get(f"/api/v1/messaging/conversations/{conv.pk}").json()["unread_count"] == 1
+    listed = client.get("/api/v1/messaging/conversations").json()["results"]
+    assert [(i["conversation"]["id"], i["unread_count"]) for i in listed] == [(conv.pk, 1)]
     assert client.post(url, {"seq": 3}, format="json").json()["last_read_seq"] == 5
     assert client.get(f"/api/v1/messaging/conversations/{conv.pk}").json()["unread_count"] == 0
     receipt = Event.objects.filter(user=alice, type="conversation.read").order_by("-seq").first()

@@ -142,3 +142,21 @@ def test_push_failure_never_breaks_a_send(alice, bob, monkeypatch, django_captur
     monkeypatch.setattr(presence, "online_ids", broken)
     with django_capture_on_commit_callbacks(execute=True):
         assert send(alice, conv).seq == 2
+
+
+def test_the_badge_leaves_out_messages_deleted_for_me(alice, bob, carol):
+    """The badge counts as the conversation list does: what I deleted for myself is not unread."""
+    chat = direct(alice, bob)  # seq 1: the "created" line, unread for bob
+    team = group(carol, bob, name="Team")  # bob's "created" line, unread
+    for n in range(3):
+        send(alice, chat, text=f"m{n}")  # seq 2-4
+    send(carol, team, text="hi")
+    assert notifications.badge_for(bob.pk) == 6
+    services.message_hide(user_id=bob.pk, conversation_id=chat.pk, seq=3)
+    services.message_hide(user_id=bob.pk, conversation_id=chat.pk, seq=4)
+    services.message_hide(user_id=bob.pk, conversation_id=team.pk, seq=1)
+    assert notifications.badge_for(bob.pk) == 3
+    services.member_settings_update(user_id=bob.pk, conversation_id=team.pk, muted=True)
+    assert notifications.badge_for(bob.pk) == 2
+    services.conversation_mark_read(user_id=bob.pk, conversation_id=chat.pk, seq=2)
+    assert notifications.badge_for(bob.pk) == 0

@@ -442,9 +442,9 @@ def test_a_newcomer_learns_nothing_of_a_transfer_from_before_they_joined(client_
 
 @pytest.mark.django_db
 def test_a_notice_line_a_member_cannot_see_never_stays_unread(client_for, team, make_user):
-    """Unread is the distance from the read mark to the last seq, so a line hidden from a newcomer
-    (about a transfer from before they joined) would stay unread for good. A newcomer who had
-    read everything has read it too; one who had not gets to zero by reading what they see."""
+    """A line hidden from a newcomer (about a transfer from before they joined) is never unread for
+    them: a newcomer who had read everything has read it too, one who had not does not count it,
+    and gets to zero by reading what they see."""
     conv, alice, receiver, _other, everyone = team
     owner = everyone[0]
     first = services.transfer_create(
@@ -477,9 +477,13 @@ def test_a_notice_line_a_member_cannot_see_never_stays_unread(client_for, team, 
     assert last == welcome + 2  # the two notice lines, both hidden from the newcomers
     assert unread(caught_up) == 0
     assert unread(receiver) == 0 and unread(owner) == 2  # the members who see them
-    # The one who had not read "welcome" counts the lines until they read; reading "welcome"
-    # (the last message they can see) leaves nothing unread, and the mark reported is the last seq.
-    assert unread(behind) == behind_before + 2
+    # The one who had not read "welcome" does not count the lines they cannot see either; reading
+    # "welcome" (the last message they can see) leaves nothing unread, and the mark reported is
+    # the last seq.
+    assert unread(behind) == behind_before
+    # Deleting such a line for oneself (the API allows it) does not subtract it twice.
+    chat_services.message_hide(user_id=behind.pk, conversation_id=conv.pk, seq=last)
+    assert unread(behind) == behind_before
     mark = chat_services.conversation_mark_read(user_id=behind.pk, conversation_id=conv.pk, seq=welcome)
     assert (mark, unread(behind)) == (last, 0)
     # A member who sees what comes after keeps it unread: the mark stays where it was put.
