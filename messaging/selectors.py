@@ -461,15 +461,22 @@ def hidden_unread(members: Sequence[Member], *, user_id: int) -> dict[int, int]:
     """Per conversation, how many messages after each membership's read mark the user does not
     see (:func:`history`'s rules): deleted for them, or a payment's notice line about a bubble from
     before they joined (``about_unseen``). Unread counts are the distance to the last seq, so
-    these are what they subtract. One query, none when nothing is unread. It reads the user's own
-    hidden rows (``HiddenMessage``) and, for newcomers to a group, the system lines through their
-    partial index: never every unread message."""
+    these are what they subtract. One query, none when nothing is unread. It joins the user's own
+    hidden rows (``HiddenMessage``, which has no conversation or seq to range over: PostgreSQL
+    reads all of the user's rows or the unread messages, whichever it finds fewer) and, for
+    newcomers to a group, reads the system lines after the mark through their partial index."""
     behind = [m for m in members if m.conversation.last_seq > m.last_read_seq]
     if not behind:
         return {}
+    # Bounded by the last seq the caller read too: a message hidden from the member that commits
+    # between the two reads is not in the distance it is subtracted from.
     after_mark = Q()
     for m in behind:
-        after_mark |= Q(message__conversation_id=m.conversation_id, message__seq__gt=m.last_read_seq)
+        after_mark |= Q(
+            message__conversation_id=m.conversation_id,
+            message__seq__gt=m.last_read_seq,
+            message__seq__lte=m.conversation.last_seq,
+        )
     counts = (
         HiddenMessage.objects.filter(after_mark, user_id=user_id)
         .values("message__conversation_id")
@@ -483,6 +490,7 @@ def hidden_unread(members: Sequence[Member], *, user_id: int) -> dict[int, int]:
             unseen_lines |= Q(
                 conversation_id=m.conversation_id,
                 seq__gt=m.last_read_seq,
+                seq__lte=m.conversation.last_seq,
                 content__message_seq__lte=m.joined_seq,
             )
         counts = counts.union(
@@ -500,8 +508,11 @@ def hidden_unread(members: Sequence[Member], *, user_id: int) -> dict[int, int]:
 
 
 def mentioned(member: Member) -> bool:
+    """An unread message mentions the member (or everyone). Never with nothing unread: a mention
+    deleted for the member (``hidden_unread``) leaves no "[@me]" on a chat with 0 unread."""
     conv = member.conversation
     return (
         max(member.last_mention_seq, conv.last_mention_all_seq if conv.kind == "group" else 0)
         > member.last_read_seq
+        and unread(member) > 0
     )
