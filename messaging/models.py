@@ -172,11 +172,13 @@ class Message(models.Model):
             models.CheckConstraint(condition=Q(seq__gt=0), name="messaging_message_seq_gt_0"),
         ]
         indexes = [
-            # System lines only (joins, renames, a payment's notice lines): a newcomer's unread
-            # count subtracts the notice lines it cannot see (selectors.hidden_unread) without
-            # reading every unread message. Messages of other kinds add no entry.
+            # A payment's notice lines only (system lines about a bubble, ``content.message_seq``):
+            # a newcomer's unread count subtracts those it cannot see (selectors.hidden_unread)
+            # without reading every unread message. Other messages add no entry.
             models.Index(
-                fields=["conversation", "seq"], condition=Q(kind="system"), name="messaging_message_system"
+                fields=["conversation", "seq"],
+                condition=Q(kind="system", content__has_key="message_seq"),
+                name="messaging_message_notice",
             ),
         ]
 
@@ -193,10 +195,16 @@ class HiddenMessage(models.Model):
 
     user = models.ForeignKey(USER, on_delete=models.CASCADE, related_name="+")
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    # The message's place, copied with the row: unread counts subtract a user's hidden messages
+    # after each read mark by a range of this index (selectors.hidden_unread), not by reading all
+    # of the user's rows or all the unread messages.
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    seq = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "message"], name="messaging_hidden_unique")]
+        indexes = [models.Index(fields=["user", "conversation", "seq"], name="messaging_hidden_user_seq")]
 
     def __str__(self) -> str:
         return f"{self.message_id} hidden for {self.user_id}"

@@ -461,10 +461,10 @@ def hidden_unread(members: Sequence[Member], *, user_id: int) -> dict[int, int]:
     """Per conversation, how many messages after each membership's read mark the user does not
     see (:func:`history`'s rules): deleted for them, or a payment's notice line about a bubble from
     before they joined (``about_unseen``). Unread counts are the distance to the last seq, so
-    these are what they subtract. One query, none when nothing is unread. It joins the user's own
-    hidden rows (``HiddenMessage``, which has no conversation or seq to range over: PostgreSQL
-    reads all of the user's rows or the unread messages, whichever it finds fewer) and, for
-    newcomers to a group, reads the system lines after the mark through their partial index."""
+    these are what they subtract. One query, none when nothing is unread; it reads only rows it
+    counts: the user's hidden rows after each mark (``HiddenMessage`` keeps its message's
+    conversation and seq, indexed by user) and, for newcomers to a group, the notice lines after
+    the mark (through their partial index)."""
     behind = [m for m in members if m.conversation.last_seq > m.last_read_seq]
     if not behind:
         return {}
@@ -473,15 +473,13 @@ def hidden_unread(members: Sequence[Member], *, user_id: int) -> dict[int, int]:
     after_mark = Q()
     for m in behind:
         after_mark |= Q(
-            message__conversation_id=m.conversation_id,
-            message__seq__gt=m.last_read_seq,
-            message__seq__lte=m.conversation.last_seq,
+            conversation_id=m.conversation_id, seq__gt=m.last_read_seq, seq__lte=m.conversation.last_seq
         )
     counts = (
         HiddenMessage.objects.filter(after_mark, user_id=user_id)
-        .values("message__conversation_id")
+        .values("conversation_id")
         .annotate(n=Count("pk"))
-        .values_list("message__conversation_id", "n")
+        .values_list("conversation_id", "n")
     )
     newcomers = [m for m in behind if m.joined_seq > 0]
     if newcomers:

@@ -756,7 +756,9 @@ def message_hide(*, user_id: int, conversation_id: int, seq: int) -> None:
     )
     if msg is None:
         raise NotFound(_("No such message."), code="message_not_found")
-    _hidden, created = HiddenMessage.objects.get_or_create(user_id=user_id, message=msg)
+    _hidden, created = HiddenMessage.objects.get_or_create(
+        user_id=user_id, message=msg, defaults={"conversation_id": msg.conversation_id, "seq": msg.seq}
+    )
     if created:
         core_events.publish(
             user_ids=[user_id],

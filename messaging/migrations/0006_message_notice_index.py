@@ -1,4 +1,4 @@
-"""A partial index on a conversation's system lines, for exact unread counts
+"""A partial index on a conversation's payment notice lines, for exact unread counts
 (selectors.hidden_unread). Built CONCURRENTLY on PostgreSQL (hence not atomic), so sends are not
 queued behind the build: superapp.core.migration_ops."""
 
@@ -18,9 +18,9 @@ class Migration(migrations.Migration):
             "messaging",
             "message",
             models.Index(
-                condition=models.Q(kind="system"),
+                condition=models.Q(("content__has_key", "message_seq"), ("kind", "system")),
                 fields=["conversation", "seq"],
-                name="messaging_message_system",
+                name="messaging_message_notice",
             ),
         ),
     ]
