@@ -36,13 +36,13 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Greatest
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from . import presence, selectors
-from .models import Member, Message, UserSettings
+from .models import HiddenMessage, Member, Message, UserSettings
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ class Pending:
 
 
 def pending_for(user_id: int) -> tuple[list[Pending], int]:
-    """Unread messages newer than the user's push bookmark, newest first, and the newest id."""
+    """Unread messages newer than the user's push bookmark, newest first, and the newest id; not
+    those the user deleted for themselves (from another device) meanwhile."""
     bookmark = (
         UserSettings.objects.filter(user_id=user_id).values_list("last_pushed_message_id", flat=True).first()
         or 0
@@ -217,6 +218,7 @@ def pending_for(user_id: int) -> tuple[list[Pending], int]:
             sender__isnull=False,
         )
         .exclude(sender_id=user_id)
+        .exclude(Exists(HiddenMessage.objects.filter(user_id=user_id, message_id=OuterRef("pk"))))
         .annotate(_muted=F("conversation__members__muted"))
         .select_related("sender", "conversation")
         .order_by("-id")[:SCAN_LIMIT]

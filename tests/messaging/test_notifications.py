@@ -106,6 +106,19 @@ def test_read_and_recalled_messages_are_not_pushed(alice, bob, scheduled, pushed
     assert pushed == []
 
 
+def test_messages_deleted_for_me_are_not_pushed(alice, bob, scheduled, pushed):
+    conv = direct(alice, bob)
+    services.conversation_mark_read(user_id=bob.pk, conversation_id=conv.pk, seq=1)
+    kept = send(alice, conv, text="see you")
+    gone = send(alice, conv, text="my secret plan")
+    services.message_hide(user_id=bob.pk, conversation_id=conv.pk, seq=gone.seq)  # from the web
+    tasks.push_flush(user_ids=[bob.pk])
+    ((_, fields),) = pushed
+    assert "secret" not in str(fields) and (fields["title"], fields["body"]) == ("Alice", "see you")
+    assert fields["badge"] == 1
+    assert kept.seq == gone.seq - 1
+
+
 def test_several_conversations_in_one_summary(alice, bob, carol, scheduled, pushed):
     one, two = direct(bob, alice), direct(carol, alice)
     send(bob, one, kind="sticker", content={"sticker_id": "s"})
