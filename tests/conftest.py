@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 import pytest
+from asgiref.testing import ApplicationCommunicator as AsgirefCommunicator
+from channels.testing.application import ApplicationCommunicator as ChannelsCommunicator
 from django.db import transaction
 from django.utils import translation
 from rest_framework.test import APIClient
@@ -35,6 +37,24 @@ def _celery_join_guard():
     from celery._state import _set_task_join_will_block
 
     _set_task_join_will_block(False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sockets_close_their_connections():
+    """channels' test communicator (``WebsocketCommunicator``) swaps ``channels.db``'s
+    ``close_old_connections`` for a no-op while a test awaits a socket, for Django's ``TestCase``
+    and its one connection. The swap is process-wide: every ``database_sync_to_async`` that ends
+    meanwhile, in any thread, keeps its connection; and sockets awaited side by side restore each
+    other's swaps out of order, which leaves the no-op in place for every later test. Threads then
+    held connections after their frames, and with Django's pool (``DB_POOL``) each thread that
+    ended with its test's event loop took a pool slot with it, for good: the pool ran dry. Socket
+    tests here run with ``django_db(transaction=True)`` (and thread-sensitive code in a thread of
+    its own, not the test's), so nothing needs the swap: the communicator is asgiref's, as is.
+    (For the session, apart from the tests' own ``monkeypatch``, which a test may undo.)"""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ChannelsCommunicator, "send_input", AsgirefCommunicator.send_input)
+        patch.setattr(ChannelsCommunicator, "receive_output", AsgirefCommunicator.receive_output)
+        yield
 
 
 @pytest.fixture(autouse=True)

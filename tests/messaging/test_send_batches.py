@@ -4,10 +4,15 @@ feeds it): each send gets what message_send would have given it, for one transac
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async as asgiref_sync_to_async
 from channels.db import database_sync_to_async as sync_to_async
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from accounts import services as account_services
@@ -280,6 +285,58 @@ async def test_without_batching_each_frame_goes_to_its_own_handler(alice, bob, s
         pass
     assert frame["type"] == "message.send.result"
     await ws.disconnect()
+
+
+def _open_connections() -> list[str]:
+    """The database connections open in this thread."""
+    return [c.alias for c in connections.all(initialized_only=True) if c.connection is not None]
+
+
+async def _in_each_thread(executor: ThreadPoolExecutor, job: Callable[[], Any]) -> list[Any]:
+    """``job()`` once in every thread of the executor (each waits until all have started)."""
+    count = executor._max_workers
+    gate = threading.Barrier(count)
+
+    def run() -> Any:
+        gate.wait(timeout=10)
+        return job()
+
+    loop = asyncio.get_running_loop()
+    return await asyncio.gather(*(loop.run_in_executor(executor, run) for _ in range(count)))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_threads_that_ran_frames_keep_no_connection(make_user):
+    """Once sockets' frames are answered, no thread that ran them holds a database connection
+    (with Django's pool, each would keep one of its connections out): the batch threads, the
+    shared executor's (here a small one of the test's own) and the thread-sensitive one (the
+    socket's authentication and hooks); with sockets awaited side by side, as in the other socket
+    tests (channels' test communicator stopped the closing there: tests/conftest.py)."""
+    from superapp.core.consumers import _BATCH_EXECUTOR
+
+    shared = ThreadPoolExecutor(2, thread_name_prefix="test-frames")
+    asyncio.get_running_loop().set_default_executor(shared)
+    users = [await sync_to_async(make_user)() for _ in range(4)]
+    team = await sync_to_async(group)(users[0], *users[1:])
+    sockets = [await open_socket(u) for u in users]
+
+    async def talk(k: int, ws) -> None:
+        for ref, frame in [
+            (f"s{k}", {"type": "message.send", "conversation_id": team.pk, "client_msg_id": f"s{k}",
+                       "kind": "text", "text": "hi"}),  # (batched)
+            (f"h{k}", {"type": "presence.heartbeat"}),  # (the shared executor)
+        ]:  # fmt: skip
+            await ws.send_json_to({**frame, "ref": ref})
+            while (reply := await ws.receive_json_from(timeout=10)).get("ref") != ref:
+                pass
+            assert reply["type"].endswith(".result"), reply
+
+    await asyncio.gather(*(talk(k, ws) for k, ws in enumerate(sockets)))
+    for ws in sockets:
+        await ws.disconnect()
+    assert await _in_each_thread(_BATCH_EXECUTOR, _open_connections) == [[]] * _BATCH_EXECUTOR._max_workers
+    assert await _in_each_thread(shared, _open_connections) == [[], []]
+    assert await asgiref_sync_to_async(_open_connections)() == []  # the thread-sensitive thread
 
 
 @pytest.mark.django_db
