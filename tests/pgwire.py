@@ -42,6 +42,10 @@ class RoundTrips:
 
     def __exit__(self, *exc: object) -> None:
         for sock in self._sockets:
+            # shutdown first: a close alone leaves a socket that a thread is reading open (the
+            # read goes on), and PostgreSQL would keep the session to the end of the test run.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
 
