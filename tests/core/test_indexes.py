@@ -60,3 +60,34 @@ def test_the_migration_finds_the_index_by_introspection_and_restores_it():
     with connection.schema_editor(atomic=False) as editor:
         operation.database_forwards("core", editor, state, state)
     assert own() == []
+
+
+@pytest.mark.django_db(transaction=True)  # CONCURRENTLY cannot run in a transaction
+def test_an_index_added_concurrently_is_built_and_removed():
+    """messaging 0006's helper: the index is there after the migration, goes when it is reversed
+    and comes back, valid, when it runs again."""
+    from django.db.migrations.state import ProjectState
+
+    from messaging.models import Message
+    from superapp.core.migration_ops import add_index_concurrently
+
+    index = next(i for i in Message._meta.indexes if i.name == "messaging_message_notice")
+    operation = add_index_concurrently("messaging", "message", index)
+    state = ProjectState.from_apps(apps)
+
+    def valid() -> list[bool]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE c.relname = %s",
+                [index.name],
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    assert valid() == [True]
+    with connection.schema_editor(atomic=False) as editor:
+        operation.database_backwards("messaging", editor, state, state)
+    assert valid() == []
+    with connection.schema_editor(atomic=False) as editor:
+        operation.database_forwards("messaging", editor, state, state)
+    assert valid() == [True]
