@@ -7,14 +7,14 @@ from __future__ import annotations
 import random
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from messaging import selectors, services
 from messaging.models import Conversation, Member, Message
 from messaging.services import _core
 
 from ..conftest import befriend
-from .conftest import group, send
+from .conftest import direct, group, send
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +133,21 @@ def test_a_line_written_while_the_list_is_built_is_not_subtracted(alice, bob, ca
     _notice_line(conv.pk, bubble.seq)  # committed by another request meanwhile: hidden from carol
     selectors.decorate(page, user_id=carol.pk)  # the list's later statements
     assert selectors.unread(before) == truth  # got 1: never the number of unread at any moment
+
+
+def test_a_hidden_row_inserted_without_its_place_gets_it(alice, bob):
+    """A server still running the code from before migration 0007 (a rolling deploy) inserts
+    "delete for me" rows without their conversation and seq: 0007's trigger fills them in, so
+    that 0008's NOT NULL holds and the unread counts see the row."""
+    conv = direct(alice, bob)
+    msg = send(alice, conv, text="oops")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO messaging_hiddenmessage (user_id, message_id, created_at)"
+            " VALUES (%s, %s, now()) RETURNING conversation_id, seq",
+            [bob.pk, msg.pk],
+        )
+        assert cursor.fetchone() == (conv.pk, msg.seq)
+    member = Member.objects.select_related("conversation").get(conversation=conv, user=bob)
+    selectors.decorate([member], user_id=bob.pk)
+    assert selectors.unread(member) == _truth(member) == member.conversation.last_seq - 1
